@@ -1,0 +1,100 @@
+"""Load the small real datasets shipped in ``datasets/``, verifying them first.
+
+Each dataset lives in ``datasets/<name>/`` with its arrays (``.npz``), a ``dataset.json``
+(name, version, what each array holds), a ``data_card.md`` and a ``SHA256SUMS``
+manifest. :func:`load_dataset` checks every checksum before reading a byte of data and
+never unpickles anything. Set ``MLCOURSE_DATA_DIR`` to read datasets from elsewhere.
+
+Example:
+    >>> digits = load_dataset("digits")
+    >>> digits["images"].shape, digits.version
+    ((1797, 8, 8), '1.0.0')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlcourse.integrity import ChecksumError, verify_sums
+from mlcourse.validation import check_choice
+
+DATA_DIR_ENV = "MLCOURSE_DATA_DIR"
+INFO_FILE = "dataset.json"
+CARD_FILE = "data_card.md"
+
+
+def data_dir() -> Path:
+    """The folder holding the shipped datasets (``$MLCOURSE_DATA_DIR`` or ``datasets/``)."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "datasets"
+
+
+def available_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names of the datasets found under ``root`` (default: :func:`data_dir`)."""
+    root = Path(root) if root is not None else data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / INFO_FILE).is_file())
+
+
+@dataclass(frozen=True)
+class ShippedDataset:
+    """A verified dataset: its arrays, version, checksums and data card."""
+
+    name: str
+    version: str
+    arrays: Mapping[str, np.ndarray] = field(repr=False)
+    sha256: Mapping[str, str]
+    info: Mapping[str, Any] = field(repr=False)
+    card_path: Path = field(repr=False)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        check_choice(f"{self.name} array", key, tuple(self.arrays))
+        return self.arrays[key]
+
+    def reference(self) -> dict[str, Any]:
+        """Name, version and checksums: what a run record stores about the data."""
+        return {"name": self.name, "version": self.version, "sha256": dict(self.sha256)}
+
+    def card(self) -> str:
+        """The data card's Markdown text."""
+        return self.card_path.read_text(encoding="utf-8")
+
+
+def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> ShippedDataset:
+    """Verify and load a shipped dataset.
+
+    Raises:
+        ValueError: ``name`` is not a shipped dataset (the message lists those that are).
+        ChecksumError: a file is missing or its content does not match ``SHA256SUMS``.
+    """
+    root = Path(root) if root is not None else data_dir()
+    check_choice("dataset", name, available_datasets(root))
+    folder = root / name
+    info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    data_file = info["file"]
+    sums = verify_sums(folder, [data_file, INFO_FILE, CARD_FILE])
+    with np.load(folder / data_file, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    expected = set(info["arrays"])
+    if set(arrays) != expected:
+        raise ChecksumError(
+            f"{data_file} holds arrays {sorted(arrays)}, but {INFO_FILE} promises {sorted(expected)}."
+        )
+    return ShippedDataset(
+        name=info["name"],
+        version=info["version"],
+        arrays=arrays,
+        sha256=sums,
+        info=info,
+        card_path=folder / CARD_FILE,
+    )

@@ -1,0 +1,163 @@
+"""Run the lessons with papermill and keep the committed notebooks clean.
+
+Used by ``course.py execute`` (regenerate committed outputs), the tests and the
+benchmarks. Lessons always run here on the CPU, in lite mode unless told otherwise, with
+the notebook's folder as working directory.
+
+Example:
+    >>> [p.name for p in lesson_paths()][:1]
+    ['00_setup_and_reproducibility.ipynb']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from mlcourse.integrity import atomic_write_text
+from mlcourse.resources import DEVICE_ENV
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+PARAMETERS_TAG = "parameters"
+REQUIRED_PARAMETERS = ("lite", "seed", "device")
+KERNEL_SPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+# Cell metadata that execution adds and a committed notebook should not carry.
+_VOLATILE_CELL_KEYS = ("papermill", "execution", "collapsed", "scrolled")
+# Paths of the machine the notebook ran on, which must never be committed.
+MACHINE_PATH = re.compile(r"(/home/|/root/|/tmp/|/Users/|/private/var/|[A-Za-z]:\\\\Users\\\\)")
+
+
+def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The numbered lessons ``NN_name.ipynb`` in ``folder`` (default ``notebooks/``), in order."""
+    folder = Path(folder) if folder is not None else NOTEBOOK_DIR
+    return sorted(p for p in folder.iterdir() if LESSON_NAME.match(p.name))
+
+
+@contextlib.contextmanager
+def lesson_environment() -> Iterator[None]:
+    """Environment every lesson run gets here: the CPU, and no interactive backend."""
+    saved = {k: os.environ.get(k) for k in (DEVICE_ENV, "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    os.environ[DEVICE_ENV] = "cpu"
+    os.environ.pop("MPLBACKEND", None)
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger warning on stderr
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute_lesson(
+    path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str] | None = None,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    timeout: int = 600,
+) -> nbformat.NotebookNode:
+    """Execute a lesson with papermill (in its own folder) and return the clean result.
+
+    Args:
+        path: the lesson notebook.
+        output_path: where to write the executed notebook; ``None`` writes nothing.
+        parameters: values injected after the ``parameters`` cell, e.g. ``{"seed": 1}``.
+        timeout: seconds allowed per cell.
+    """
+    import papermill
+
+    path = Path(path).resolve()
+    with lesson_environment():
+        executed = papermill.execute_notebook(
+            str(path),
+            None,
+            parameters=dict(parameters or {}),
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=False,
+            execution_timeout=timeout,
+        )
+    cleaned = clean_notebook(executed)
+    if output_path is not None:
+        text = nbformat.writes(cleaned) + "\n"
+        atomic_write_text(output_path, text, overwrite=True)
+    return cleaned
+
+
+def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Remove run-specific metadata (papermill, timings, widget state, machine paths in
+    metadata) and number the executed code cells 1, 2, 3... in order."""
+    nb = nbformat.from_dict(nb)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = dict(KERNEL_SPEC)
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    count = 0
+    for cell in nb.cells:
+        for key in _VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        if cell.get("execution_count") is not None:
+            count += 1
+            cell.execution_count = count
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output["execution_count"] = count
+    return nb
+
+
+def notebook_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """What keeps a committed lesson from being clean; an empty list means clean."""
+    problems = []
+    params = [c for c in nb.cells if PARAMETERS_TAG in c.metadata.get("tags", [])]
+    if len(params) != 1:
+        problems.append(f"expected exactly one cell tagged {PARAMETERS_TAG!r}, found {len(params)}")
+    else:
+        source = params[0].source
+        for name in REQUIRED_PARAMETERS:
+            if not re.search(rf"^{name}\s*(:[^=]+)?=", source, flags=re.MULTILINE):
+                problems.append(f"parameters cell does not set {name!r}")
+    if "papermill" in nb.metadata or "widgets" in nb.metadata:
+        problems.append("notebook metadata holds papermill or widget state")
+    expected = 1
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if any(k in cell.metadata for k in _VOLATILE_CELL_KEYS):
+            problems.append(f"cell {index} carries run metadata {sorted(cell.metadata)}")
+        if cell.execution_count is None:
+            problems.append(f"cell {index} has not been executed (no committed output)")
+            continue
+        if cell.execution_count != expected:
+            problems.append(f"cell {index} has execution_count {cell.execution_count}, expected {expected}")
+        expected = cell.execution_count + 1
+        for output in cell.outputs:
+            if output.output_type == "error":
+                problems.append(f"cell {index} has an error output ({output.ename})")
+            text = _text_of(output)
+            if "Traceback (most recent call last)" in text:
+                problems.append(f"cell {index} output holds a traceback")
+            if output.output_type == "stream" and output.name == "stderr":
+                problems.append(f"cell {index} writes to stderr: {output.text[:80]!r}")
+            if MACHINE_PATH.search(text):
+                problems.append(f"cell {index} output holds a machine path")
+    return problems
+
+
+def _text_of(output: Mapping[str, Any]) -> str:
+    if "text" in output:
+        return str(output["text"])
+    data = output.get("data", {})
+    return "\n".join(str(data[k]) for k in ("text/plain", "text/html", "text/markdown") if k in data)

@@ -1,0 +1,127 @@
+"""Seed every random number generator a lesson touches, in one call.
+
+Example:
+    >>> from mlcourse.seeding import seed_everything
+    >>> report = seed_everything(42)
+    >>> report.seed
+    42
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from mlcourse.validation import check_bool, check_int
+
+MAX_SEED = 2**32 - 1
+# The smaller of the two workspace settings cuBLAS documents for deterministic results.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What :func:`seed_everything` set, ready to store in a run record."""
+
+    seed: int
+    python: bool
+    numpy: bool
+    torch_cpu: bool
+    torch_cuda: bool
+    torch_mps: bool
+    deterministic: bool
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return asdict(self)
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> SeedReport:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU, CUDA and MPS).
+
+    Args:
+        seed: an integer in ``[0, 2**32 - 1]``.
+        deterministic: also switch on deterministic algorithms (see :func:`set_deterministic`).
+
+    Returns:
+        A :class:`SeedReport` saying which generators were seeded.
+
+    Example:
+        >>> seed_everything(0).torch_cpu
+        True
+    """
+    seed = check_int("seed", seed, min_value=0, max_value=MAX_SEED)
+    check_bool("deterministic", deterministic)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds the CPU generator and every CUDA device
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.manual_seed_all(seed)
+    mps = _mps_available()
+    if mps:
+        torch.mps.manual_seed(seed)
+    set_deterministic(deterministic)
+    return SeedReport(
+        seed=seed,
+        python=True,
+        numpy=True,
+        torch_cpu=True,
+        torch_cuda=cuda,
+        torch_mps=mps,
+        deterministic=deterministic,
+    )
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Ask torch for deterministic kernels (or go back to the fast defaults).
+
+    Sets ``torch.use_deterministic_algorithms``, the cuDNN flags and
+    ``CUBLAS_WORKSPACE_CONFIG``. Operations with no deterministic implementation
+    then raise a ``RuntimeError`` instead of silently varying.
+
+    Example:
+        >>> set_deterministic(True); torch.are_deterministic_algorithms_enabled()
+        True
+        >>> set_deterministic(False)
+    """
+    check_bool("enabled", enabled)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for a DataLoader: seed NumPy and ``random`` in each worker.
+
+    torch already gives every worker its own seed (base seed + worker id); this copies
+    it to the other libraries so that augmentations written with NumPy are reproducible.
+
+    Example:
+        >>> loader = torch.utils.data.DataLoader(
+        ...     range(8), num_workers=0, worker_init_fn=seed_worker, generator=make_generator(0))
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``, for DataLoader shuffling and sampling.
+
+    Example:
+        >>> torch.randint(10, (3,), generator=make_generator(1)).tolist()
+        [5, 9, 4]
+    """
+    seed = check_int("seed", seed, min_value=0, max_value=MAX_SEED)
+    return torch.Generator().manual_seed(seed)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
