@@ -117,7 +117,9 @@ class ArtifactStore:
         _check_name("model_name", model_name)
         _check_name("version", version)
         if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping such as model.state_dict(), got {type(state).__name__}.")
+            raise TypeError(
+                f"state must be a mapping such as model.state_dict(), got {type(state).__name__}."
+            )
         version_dir = self.root / model_name / version
         if self.timestamps(model_name, version) and not new_checkpoint_in_version:
             raise ArtifactExistsError(
@@ -128,9 +130,13 @@ class ArtifactStore:
         timestamp = dt.datetime.now(dt.UTC).strftime(_TIMESTAMP_FORMAT)
         final = version_dir / timestamp
         if final.exists():
-            raise ArtifactExistsError(f"checkpoint {str(final)!r} already exists; not overwriting it.")
+            raise ArtifactExistsError(
+                f"checkpoint {str(final)!r} already exists; not overwriting it."
+            )
         version_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{timestamp}.", suffix=".partial", dir=version_dir))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{timestamp}.", suffix=".partial", dir=version_dir)
+        )
         try:
             buffer = _serialise(state)
             atomic_write_bytes(staging / WEIGHTS_FILE, buffer)
@@ -142,7 +148,9 @@ class ArtifactStore:
                 "files": {WEIGHTS_FILE: sha256_bytes(buffer)},
                 "config": _as_plain(config or {}),
                 "metrics": _as_plain(metrics or {}),
-                "dataset": _as_plain(dataset.reference() if hasattr(dataset, "reference") else dataset),
+                "dataset": _as_plain(
+                    dataset.reference() if hasattr(dataset, "reference") else dataset
+                ),
                 "parent": _parent_reference(parent),
                 "run_record": _as_plain(run_record),
             }
@@ -196,7 +204,9 @@ class ArtifactStore:
             raise ArtifactNotFoundError(
                 f"timestamp={timestamp!r} not found for {model_name!r} {version!r}; present: {stamps}."
             )
-        return load_checkpoint(self.root / model_name / version / timestamp, map_location=map_location)
+        return load_checkpoint(
+            self.root / model_name / version / timestamp, map_location=map_location
+        )
 
 
 def load_checkpoint(
@@ -209,7 +219,9 @@ def load_checkpoint(
     sums = verify_sums(path, [WEIGHTS_FILE, METADATA_FILE])
     metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
     if metadata.get("files", {}).get(WEIGHTS_FILE) != sums[WEIGHTS_FILE]:
-        raise ChecksumError(f"{METADATA_FILE} in {str(path)!r} names other weights than SHA256SUMS.")
+        raise ChecksumError(
+            f"{METADATA_FILE} in {str(path)!r} names other weights than SHA256SUMS."
+        )
     state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
     return Checkpoint(path=path, metadata=metadata, state=state)
 

@@ -9,6 +9,10 @@ Example:
     >>> digits = load_dataset("digits")
     >>> digits["images"].shape, digits.version
     ((1797, 8, 8), '1.0.0')
+    >>> parts = digits_tensors({"train": 0.8, "test": 0.2})
+    >>> X, y = parts["train"]
+    >>> X.shape[1], X.dtype, y.dtype
+    (64, torch.float32, torch.int64)
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mlcourse.integrity import ChecksumError, verify_sums
+from mlcourse.splits import DEFAULT_SALT, hash_split
 from mlcourse.validation import check_choice
 
 DATA_DIR_ENV = "MLCOURSE_DATA_DIR"
@@ -98,3 +104,27 @@ def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> Sh
         info=info,
         card_path=folder / CARD_FILE,
     )
+
+
+def digits_tensors(
+    fractions: Mapping[str, float] | None = None, *, salt: str = DEFAULT_SALT
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The shipped digits as ``(X, y)`` tensors per split, split by hashing each example's id.
+
+    ``X`` is float32 of shape ``(n, 64)`` scaled to ``[0, 1]``; ``y`` is int64 labels. The
+    split is the same on every machine and run (see :func:`mlcourse.splits.hash_split`).
+
+    Args:
+        fractions: split name to fraction; default ``{"train": 0.6, "val": 0.2, "test": 0.2}``.
+        salt: change it to draw another fixed split.
+    """
+    fractions = fractions or {"train": 0.6, "val": 0.2, "test": 0.2}
+    digits = load_dataset("digits")
+    X = torch.from_numpy(
+        digits["images"].reshape(len(digits["labels"]), -1).astype(np.float32) / 16.0
+    )
+    y = torch.from_numpy(digits["labels"])
+    split = hash_split(digits["ids"].tolist(), fractions, salt=salt)
+    return {
+        name: (X[torch.from_numpy(idx)], y[torch.from_numpy(idx)]) for name, idx in split.items()
+    }

@@ -71,9 +71,7 @@ def atomic_write_bytes(
     return path
 
 
-def atomic_write_text(
-    path: str | os.PathLike[str], text: str, *, overwrite: bool = False
-) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
@@ -126,7 +124,9 @@ def write_sums(folder: str | os.PathLike[str], names: Iterable[str]) -> dict[str
     return sums
 
 
-def verify_sums(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> dict[str, str]:
+def verify_sums(
+    folder: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> dict[str, str]:
     """Check files in ``folder`` against its ``SHA256SUMS``; return the verified sums.
 
     Args:

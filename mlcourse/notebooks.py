@@ -32,7 +32,7 @@ KERNEL_SPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "langu
 # Cell metadata that execution adds and a committed notebook should not carry.
 _VOLATILE_CELL_KEYS = ("papermill", "execution", "collapsed", "scrolled")
 # Paths of the machine the notebook ran on, which must never be committed.
-MACHINE_PATH = re.compile(r"(/home/|/root/|/tmp/|/Users/|/private/var/|[A-Za-z]:\\\\Users\\\\)")
+MACHINE_PATH = re.compile(r"(/home/|/root/|/tmp/|/Users/|/private/var/|[A-Za-z]:\\Users\\)")
 
 
 def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -44,7 +44,9 @@ def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
 @contextlib.contextmanager
 def lesson_environment() -> Iterator[None]:
     """Environment every lesson run gets here: the CPU, and no interactive backend."""
-    saved = {k: os.environ.get(k) for k in (DEVICE_ENV, "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    saved = {
+        k: os.environ.get(k) for k in (DEVICE_ENV, "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")
+    }
     os.environ[DEVICE_ENV] = "cpu"
     os.environ.pop("MPLBACKEND", None)
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger warning on stderr
@@ -141,7 +143,9 @@ def notebook_problems(nb: nbformat.NotebookNode) -> list[str]:
             problems.append(f"cell {index} has not been executed (no committed output)")
             continue
         if cell.execution_count != expected:
-            problems.append(f"cell {index} has execution_count {cell.execution_count}, expected {expected}")
+            problems.append(
+                f"cell {index} has execution_count {cell.execution_count}, expected {expected}"
+            )
         expected = cell.execution_count + 1
         for output in cell.outputs:
             if output.output_type == "error":
@@ -160,4 +164,6 @@ def _text_of(output: Mapping[str, Any]) -> str:
     if "text" in output:
         return str(output["text"])
     data = output.get("data", {})
-    return "\n".join(str(data[k]) for k in ("text/plain", "text/html", "text/markdown") if k in data)
+    return "\n".join(
+        str(data[k]) for k in ("text/plain", "text/html", "text/markdown") if k in data
+    )

@@ -127,8 +127,8 @@ def plot_decision_regions(
     n_classes = int(max(zz.max(), y.max())) + 1
     cmap = mpl.colors.ListedColormap(PALETTE[:n_classes])
     ax.contourf(gx, gy, zz, levels=np.arange(n_classes + 1) - 0.5, cmap=cmap, alpha=0.25)
-    ax.scatter(X[:, 0], X[:, 1], c=y, cmap=cmap, s=12, edgecolors="none",
-               vmin=-0.5, vmax=n_classes - 0.5)
+    ax.scatter(
+        X[:, 0], X[:, 1], c=y, cmap=cmap, s=12, edgecolors="none", vmin=-0.5, vmax=n_classes - 0.5
+    )
     ax.set_aspect("equal")
     return ax
-

@@ -68,9 +68,7 @@ class Hardware:
 
     def devices(self) -> tuple[str, ...]:
         """Usable device types, best first."""
-        return tuple(
-            d for d, ok in (("cuda", self.cuda), ("mps", self.mps), ("cpu", True)) if ok
-        )
+        return tuple(d for d, ok in (("cuda", self.cuda), ("mps", self.mps), ("cpu", True)) if ok)
 
     def precisions(self, device: str) -> tuple[str, ...]:
         """Precisions this machine supports on ``device``."""
@@ -80,7 +78,9 @@ class Hardware:
             return ("fp32", "fp16", "bf16") if self.cuda_bf16 else ("fp32", "fp16")
         if device == "mps":
             return ("fp32", "fp16")
-        raise ValueError(f"device={device!r} is not a concrete device; expected 'cpu', 'cuda' or 'mps'.")
+        raise ValueError(
+            f"device={device!r} is not a concrete device; expected 'cpu', 'cuda' or 'mps'."
+        )
 
 
 def detect_hardware() -> Hardware:
@@ -386,6 +386,8 @@ def _no_deprecation_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # torch 2.14 marks its quantized tensor types as deprecated (moving to torchao).
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
         yield
 
 

@@ -20,9 +20,7 @@ METADATA_KEY = "mlcourse_results"
 _ALLOWED = (bool, int, float, str)
 
 
-def format_results(
-    results: Mapping[str, Any], *, measured: Mapping[str, Any] | None = None
-) -> str:
+def format_results(results: Mapping[str, Any], *, measured: Mapping[str, Any] | None = None) -> str:
     """One ``name = value`` line per result: floats to 4 significant digits, measured
     values as ``~value`` with 3."""
     lines = [f"{name} = {_fmt(value, 4)}" for name, value in results.items()]
@@ -30,7 +28,9 @@ def format_results(
     return "\n".join(lines)
 
 
-def publish_results(results: Mapping[str, Any], *, measured: Mapping[str, Any] | None = None) -> None:
+def publish_results(
+    results: Mapping[str, Any], *, measured: Mapping[str, Any] | None = None
+) -> None:
     """Display a lesson's key numbers and attach them to the output for the tests.
 
     Args:
@@ -45,7 +45,10 @@ def publish_results(results: Mapping[str, Any], *, measured: Mapping[str, Any] |
     overlap = set(results) & set(measured)
     if overlap:
         raise ValueError(f"names {sorted(overlap)} appear in both results and measured.")
-    values = {**{k: _plain(v) for k, v in results.items()}, **{k: _plain(v) for k, v in measured.items()}}
+    values = {
+        **{k: _plain(v) for k, v in results.items()},
+        **{k: _plain(v) for k, v in measured.items()},
+    }
     display(
         {"text/plain": format_results(results, measured=measured)},
         raw=True,

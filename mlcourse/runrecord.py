@@ -105,7 +105,8 @@ def collect_run_record(
 def environment_info() -> dict[str, Any]:
     """Python, OS, CPU and accelerator facts, as torch reports them."""
     cuda = torch.cuda.is_available()
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    # Asking for the cuDNN version loads the library (~50 MB); only worth it with a GPU.
+    cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

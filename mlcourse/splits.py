@@ -38,10 +38,12 @@ def stable_unit_interval(key: str | int | bytes, *, salt: str = DEFAULT_SALT) ->
         True
     """
     if isinstance(key, bool) or not isinstance(key, (str, int, bytes, np.integer)):
-        raise TypeError(
-            f"split ids must be str, int or bytes, got {key!r} ({type(key).__name__})."
-        )
-    raw = key if isinstance(key, bytes) else str(int(key) if isinstance(key, np.integer) else key).encode()
+        raise TypeError(f"split ids must be str, int or bytes, got {key!r} ({type(key).__name__}).")
+    raw = (
+        key
+        if isinstance(key, bytes)
+        else str(int(key) if isinstance(key, np.integer) else key).encode()
+    )
     digest = hashlib.sha256(salt.encode() + b":" + raw).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 from mlcourse.validation import check_float, check_int
 
@@ -152,8 +151,14 @@ def paired_t_test(
     spread in the differences, ``t`` is infinite (or undefined if they are all zero).
     """
     diff = _differences(a, b)
-    confidence = check_float("confidence", confidence, min_value=0.0, max_value=1.0,
-                             min_inclusive=False, max_inclusive=False)
+    confidence = check_float(
+        "confidence",
+        confidence,
+        min_value=0.0,
+        max_value=1.0,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
     n = diff.size
     if n < 2:
         raise ValueError(f"a paired t-test needs at least 2 pairs, got {n}.")
@@ -165,9 +170,11 @@ def paired_t_test(
         p = math.nan if mean == 0.0 else 0.0
         low = high = mean
     else:
+        from scipy.stats import t as student_t  # imported here: scipy.stats costs ~60 MB
+
         t = mean / se
-        p = float(2 * _scipy_stats.t.sf(abs(t), df))
-        half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
+        p = float(2 * student_t.sf(abs(t), df))
+        half = float(student_t.ppf(0.5 + confidence / 2, df)) * se
         low, high = mean - half, mean + half
     ci = ConfidenceInterval(mean, low, high, confidence, "paired t interval", n)
     return TTestResult(mean_difference=mean, t_statistic=t, df=df, p_value=p, ci=ci)
@@ -206,7 +213,9 @@ def _as_sample(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
     try:
         x = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}.") from None
+        raise TypeError(
+            f"{name} must be a sequence of numbers, got {type(values).__name__}."
+        ) from None
     if x.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {x.shape}.")
     if x.size < 2:
@@ -226,8 +235,14 @@ def _differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
 
 
 def _check_common(confidence: float, n_resamples: int, seed: int) -> tuple[float, int, int]:
-    confidence = check_float("confidence", confidence, min_value=0.0, max_value=1.0,
-                             min_inclusive=False, max_inclusive=False)
+    confidence = check_float(
+        "confidence",
+        confidence,
+        min_value=0.0,
+        max_value=1.0,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
     n_resamples = check_int("n_resamples", n_resamples, min_value=100)
     seed = check_int("seed", seed, min_value=0)
     return confidence, n_resamples, seed

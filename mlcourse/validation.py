@@ -72,9 +72,7 @@ def check_float(
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}.")
-    _check_range(
-        name, value, min_value, max_value, "a number", min_inclusive, max_inclusive
-    )
+    _check_range(name, value, min_value, max_value, "a number", min_inclusive, max_inclusive)
     return value
 
 

@@ -1,5 +1,9 @@
 """Interactive explorers: move a slider, the plot and a one-line summary redraw.
 
+The plot is rendered to a PNG and shown in an ``ipywidgets.Image``, so the explorer
+behaves the same in JupyterLab, on Binder and under headless runners (papermill, nbval):
+it never writes figures into the cell's own output.
+
 Example (in a notebook)::
 
     from ipywidgets import FloatLogSlider
@@ -14,6 +18,7 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +27,7 @@ import matplotlib.pyplot as plt
 
 SUMMARY_CLASS = "mlcourse-summary"
 EXPLORER_CLASS = "mlcourse-explorer"
+PLOT_CLASS = "mlcourse-plot"
 
 
 class Explorer(widgets.VBox):
@@ -38,8 +44,9 @@ class Explorer(widgets.VBox):
         self.controls = controls
         self.summary = widgets.Label()
         self.summary.add_class(SUMMARY_CLASS)
-        self.output = widgets.Output()
-        super().__init__([widgets.HBox(list(controls.values())), self.summary, self.output])
+        self.plot = widgets.Image(format="png")
+        self.plot.add_class(PLOT_CLASS)
+        super().__init__([widgets.HBox(list(controls.values())), self.summary, self.plot])
         self.add_class(EXPLORER_CLASS)
         for control in controls.values():
             control.observe(self.refresh, names="value")
@@ -50,22 +57,36 @@ class Explorer(widgets.VBox):
 
     def refresh(self, _change: object = None) -> None:
         """Redraw the plot and the summary for the current control values."""
-        with self.output:
-            self.output.clear_output(wait=True)
+        before = set(plt.get_fignums())
+        show = plt.show
+        plt.show = _keep_figure  # a draw() that ends with plt.show() must not flush it away
+        try:
             text = self.draw(**self.values())
-            plt.show()
+            new = [n for n in plt.get_fignums() if n not in before]
+            if new:
+                buffer = io.BytesIO()
+                plt.figure(new[-1]).savefig(buffer, format="png", bbox_inches="tight")
+                self.plot.value = buffer.getvalue()
+        finally:
+            plt.show = show
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
         self.summary.value = "" if text is None else str(text)
 
     def __repr__(self) -> str:
         return f"Explorer({', '.join(self.controls)})"
 
 
+def _keep_figure(*_args: object, **_kwargs: object) -> None:
+    """Stands in for ``plt.show`` while an explorer draws."""
+
+
 def explorer(draw: Callable[..., str | None], **controls: widgets.ValueWidget) -> Explorer:
     """Build an :class:`Explorer` calling ``draw(**values)`` whenever a control changes.
 
     Args:
-        draw: draws with matplotlib for the given values (one keyword per control) and
-            returns a short summary, e.g. ``"final loss 0.123"``.
+        draw: draws a new matplotlib figure for the given values (one keyword per
+            control) and returns a short summary, e.g. ``"final loss 0.123"``.
         **controls: ipywidgets value controls (sliders, dropdowns), keyed by the
             keyword ``draw`` receives.
     """

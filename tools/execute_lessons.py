@@ -1,7 +1,7 @@
 """Re-run lessons in lite mode and write their outputs back (``course.py execute``).
 
-    python3 course.py execute                       # every lesson
-    python3 course.py execute notebooks/03_*.ipynb  # some lessons
+python3 course.py execute                       # every lesson
+python3 course.py execute notebooks/03_*.ipynb  # some lessons
 """
 
 from __future__ import annotations

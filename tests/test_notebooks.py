@@ -1,0 +1,83 @@
+"""Every lesson is clean as committed, and runs through papermill with other parameters.
+
+(The comparison of re-executed outputs with the committed ones is nbval's job: the test
+suite collects ``notebooks/*.ipynb`` with ``--nbval``; see pyproject.toml.)
+"""
+
+import nbformat
+import pytest
+
+from conftest import ANOTHER_SEED
+from mlcourse.notebooks import (
+    MACHINE_PATH,
+    NOTEBOOK_DIR,
+    clean_notebook,
+    lesson_paths,
+    notebook_problems,
+)
+
+LESSONS = lesson_paths()
+STEMS = [p.stem for p in LESSONS]
+
+
+def test_lessons_are_numbered_without_gaps():
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 1
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=STEMS)
+def test_committed_lesson_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert notebook_problems(nb) == []
+    nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=STEMS)
+def test_lesson_reads_like_a_chapter(path):
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    for phrase in ("Goal", "Prerequisites", "Summary", "Next steps", "$"):
+        assert phrase in markdown, f"{path.name}: no {phrase!r} in its text"
+    assert "publish_results(" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_runs_with_another_seed(stem, lesson_run):
+    executed = lesson_run(stem, seed=ANOTHER_SEED)
+    errors = [
+        o for c in executed.notebook.cells for o in c.get("outputs", []) if o.output_type == "error"
+    ]
+    assert errors == []
+    assert executed.results, "the lesson published no results"
+    assert notebook_problems(executed.notebook) == []
+
+
+def test_clean_notebook_strips_run_metadata():
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 1", execution_count=7),
+               nbformat.v4.new_code_cell("print(x)", execution_count=9)],
+        metadata={"papermill": {"input_path": "/home/someone/x.ipynb"}, "widgets": {}},
+    )  # fmt: skip
+    nb.cells[0].metadata["papermill"] = {"duration": 1.0}
+    nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+    cleaned = clean_notebook(nb)
+    assert "papermill" not in cleaned.metadata and "widgets" not in cleaned.metadata
+    assert [c.execution_count for c in cleaned.cells] == [1, 2]
+    assert cleaned.cells[0].metadata == {}
+
+
+def test_problems_are_reported():
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("lite = True", execution_count=None)]
+    )
+    problems = notebook_problems(nb)
+    assert any("tagged 'parameters'" in p for p in problems)
+    assert any("has not been executed" in p for p in problems)
+    assert MACHINE_PATH.search("saved to /home/alice/run.json")
+    assert MACHINE_PATH.search(r"C:\Users\alice\run.json")
+    assert not MACHINE_PATH.search("saved to run.json")
+
+
+def test_student_copies_are_not_collected_as_lessons():
+    assert all(p.parent == NOTEBOOK_DIR for p in LESSONS)
