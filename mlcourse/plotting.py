@@ -5,6 +5,7 @@ Example:
     >>> fig, ax = plt.subplots()
     >>> _ = plot_curves({"train": [1.0, 0.5, 0.3], "validation": [1.1, 0.7, 0.6]}, ax=ax,
     ...                 xlabel="epoch", ylabel="loss")
+    >>> plt.close(fig)
 """
 
 from __future__ import annotations

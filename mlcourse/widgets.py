@@ -61,12 +61,12 @@ class Explorer(widgets.VBox):
         show = plt.show
         plt.show = _keep_figure  # a draw() that ends with plt.show() must not flush it away
         try:
+            plt.figure()  # a fresh current figure, so pyplot calls in draw() never reuse an old one
             text = self.draw(**self.values())
-            new = [n for n in plt.get_fignums() if n not in before]
-            if new:
-                buffer = io.BytesIO()
-                plt.figure(new[-1]).savefig(buffer, format="png", bbox_inches="tight")
-                self.plot.value = buffer.getvalue()
+            newest = max(n for n in plt.get_fignums() if n not in before)
+            buffer = io.BytesIO()
+            plt.figure(newest).savefig(buffer, format="png", bbox_inches="tight")
+            self.plot.value = buffer.getvalue()
         finally:
             plt.show = show
             for number in set(plt.get_fignums()) - before:
