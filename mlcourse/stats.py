@@ -151,14 +151,7 @@ def paired_t_test(
     spread in the differences, ``t`` is infinite (or undefined if they are all zero).
     """
     diff = _differences(a, b)
-    confidence = check_float(
-        "confidence",
-        confidence,
-        min_value=0.0,
-        max_value=1.0,
-        min_inclusive=False,
-        max_inclusive=False,
-    )
+    confidence = _check_confidence(confidence)
     n = diff.size
     if n < 2:
         raise ValueError(f"a paired t-test needs at least 2 pairs, got {n}.")
@@ -234,8 +227,8 @@ def _differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
     return xa - xb
 
 
-def _check_common(confidence: float, n_resamples: int, seed: int) -> tuple[float, int, int]:
-    confidence = check_float(
+def _check_confidence(confidence: float) -> float:
+    return check_float(
         "confidence",
         confidence,
         min_value=0.0,
@@ -243,6 +236,10 @@ def _check_common(confidence: float, n_resamples: int, seed: int) -> tuple[float
         min_inclusive=False,
         max_inclusive=False,
     )
+
+
+def _check_common(confidence: float, n_resamples: int, seed: int) -> tuple[float, int, int]:
+    confidence = _check_confidence(confidence)
     n_resamples = check_int("n_resamples", n_resamples, min_value=100)
     seed = check_int("seed", seed, min_value=0)
     return confidence, n_resamples, seed
