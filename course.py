@@ -8,12 +8,16 @@ On Windows type ``py course.py lab`` / ``py course.py test``. Set-up creates ``.
 and installs ``requirements.lock`` (exact versions, hash-checked) plus this project; it
 re-installs only when ``requirements.lock`` or ``pyproject.toml`` changed.
 
+On Linux without an NVIDIA GPU, ``MLCOURSE_TORCH=cpu python3 course.py lab`` installs
+PyTorch's CPU-only build instead (about 4 GB smaller; what Docker and Binder use).
+
 Maintainer commands (same set-up first):
 
     python3 course.py execute [NOTEBOOK ...]  # re-run lessons in lite mode, commit outputs
     python3 course.py student                 # regenerate the student copies
     python3 course.py bench                   # lite-mode time and memory per lesson
     python3 course.py lock                    # re-resolve requirements.lock (needs uv)
+    python3 course.py setup [--requirements-only]  # set up only (Docker, Binder)
 
 This file uses only the standard library: it runs before anything is installed.
 """
@@ -32,83 +36,201 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("MLCOURSE_VENV", ROOT / ".venv"))
 LOCK = ROOT / "requirements.lock"
-STAMP_NAME = "mlcourse-installed.sha256"
+# CPU-only variant, generated from the lock by tools/make_binder_requirements.py: every
+# pin of the lock (hash-checked) except torch, torchvision and the CUDA libraries, and
+# PyTorch's CPU builds of torch and torchvision from PyTorch's own index.
+CPU_REQUIREMENTS = ROOT / "binder" / "requirements.txt"
+CPU_TORCH = ROOT / "binder" / "requirements-torch-cpu.txt"
+TORCH_ENV = "MLCOURSE_TORCH"
+TORCH_VARIANTS = ("default", "cpu")
+STAMP_NAME = "mlcourse-installed.sha256"  # the whole set-up is current
+VARIANT_NAME = "mlcourse-torch-variant"  # which torch build the environment holds
+REQUIREMENTS_STAMP_NAME = "mlcourse-requirements.sha256"  # the pinned packages are current
 LOCK_COMMAND = [
     "uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.11",
     "--generate-hashes", "-o", "requirements.lock",
 ]  # fmt: skip
-CHROMIUM = Path("/usr/bin/chromium")
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("MLCOURSE_CHROMIUM", DEBIAN_CHROMIUM))  # the browser tests' browser
+# Set by `course.py test` where it can install Chromium: the browser tests must then run.
+REQUIRE_BROWSER_ENV = "MLCOURSE_REQUIRE_BROWSER"
 USAGE = __doc__.split("Maintainer", 1)[0].strip()
 
 
 def venv_python() -> Path:
+    """The interpreter of the course environment (``.venv`` or ``$MLCOURSE_VENV``)."""
     if platform.system() == "Windows":
         return VENV / "Scripts" / "python.exe"
     return VENV / "bin" / "python"
 
 
-def environment_fingerprint() -> str:
+def torch_variant() -> str:
+    """``"default"`` (the lock: CUDA build on Linux) or ``"cpu"`` (``MLCOURSE_TORCH=cpu``).
+
+    The environment remembers its variant, so later commands need not repeat the setting;
+    asking an existing environment for the other one is refused (it would mix builds).
+    """
+    record = VENV / VARIANT_NAME
+    if record.exists():
+        recorded: str | None = record.read_text().strip()
+    else:  # environments set up before variants existed hold the default build
+        recorded = "default" if (VENV / STAMP_NAME).exists() else None
+    asked = os.environ.get(TORCH_ENV, "").strip().lower() or None
+    if asked is not None and asked not in TORCH_VARIANTS:
+        sys.exit(f"{TORCH_ENV}={asked!r} is not one of {', '.join(TORCH_VARIANTS)}.")
+    if asked and recorded and asked != recorded:
+        sys.exit(
+            f"{VENV} holds the {recorded!r} torch build, not {asked!r}: delete that folder "
+            f"to switch, or unset {TORCH_ENV}."
+        )
+    return asked or recorded or "default"
+
+
+def requirement_commands(python: str | os.PathLike[str]) -> list[list[str]]:
+    """The pip commands installing the pinned packages for the selected torch variant."""
+    pip = [str(python), "-m", "pip", "install"]
+    if torch_variant() == "cpu":
+        return [
+            [*pip, "--require-hashes", "-r", str(CPU_REQUIREMENTS)],
+            [*pip, "--no-deps", "-r", str(CPU_TORCH)],
+        ]
+    return [[*pip, "--require-hashes", "-r", str(LOCK)]]
+
+
+def project_command(python: str | os.PathLike[str]) -> list[str]:
+    """The pip command installing this project (editable, its dependencies already pinned)."""
+    pip = [str(python), "-m", "pip", "install"]
+    return [*pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT)]
+
+
+def _fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for name in ("requirements.lock", "pyproject.toml"):
-        digest.update((ROOT / name).read_bytes())
+    if torch_variant() != "default":  # the default's fingerprint predates the variants
+        digest.update(torch_variant().encode())
+    for path in paths:
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
+def requirements_fingerprint() -> str:
+    """Changes when the pinned packages to install change."""
+    files = [CPU_REQUIREMENTS, CPU_TORCH] if torch_variant() == "cpu" else [LOCK]
+    return _fingerprint(files)
+
+
+def environment_fingerprint() -> str:
+    """Changes when anything set-up installs changes (the pins or ``pyproject.toml``)."""
+    files = [CPU_REQUIREMENTS, CPU_TORCH] if torch_variant() == "cpu" else [LOCK]
+    return _fingerprint([*files, ROOT / "pyproject.toml"])
+
+
 def run(command: list[str | os.PathLike[str]], **kwargs: object) -> None:
+    """Print and run a command; a failure stops set-up with pip's own message above it."""
     print("+", " ".join(str(c) for c in command), flush=True)
     subprocess.run([str(c) for c in command], check=True, **kwargs)  # type: ignore[arg-type]
 
 
-def setup() -> Path:
-    """Create ``.venv`` and install the lock, unless it is already current."""
+def _is_current(stamp: Path, wanted: str) -> bool:
+    return stamp.exists() and stamp.read_text().strip() == wanted
+
+
+def setup(requirements_only: bool = False) -> Path:
+    """Create ``.venv`` and install the pins and the project, unless already current.
+
+    With ``requirements_only`` only the pinned packages are installed (Docker builds cache
+    that layer before copying the rest of the repository).
+    """
     if sys.version_info[:2] != (3, 11):
         sys.exit(
             f"mlcourse needs Python 3.11; this is {platform.python_version()} ({sys.executable}).\n"
             "Run this file with a Python 3.11 interpreter, e.g. `python3.11 course.py ...`."
         )
     python = venv_python()
-    stamp = VENV / STAMP_NAME
-    wanted = environment_fingerprint()
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+    stamp, requirements_stamp = VENV / STAMP_NAME, VENV / REQUIREMENTS_STAMP_NAME
+    wanted, wanted_requirements = environment_fingerprint(), requirements_fingerprint()
+    if python.exists() and _is_current(stamp, wanted):
         return python
     if not python.exists():
         print(f"Creating a virtual environment in {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("Installing the pinned packages (first time: a few minutes) ...", flush=True)
-    run([python, "-m", "pip", "install", "--require-hashes", "-r", LOCK])
-    run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", ROOT])
+    if not _is_current(requirements_stamp, wanted_requirements):
+        print("Installing the pinned packages (first time: a few minutes) ...", flush=True)
+        (VENV / VARIANT_NAME).write_text(torch_variant() + "\n")
+        for command in requirement_commands(python):
+            run(command)
+        requirements_stamp.write_text(wanted_requirements + "\n")
+    if requirements_only:
+        return python
+    print("Installing the course package ...", flush=True)
+    run(project_command(python))
     stamp.write_text(wanted + "\n")
     return python
 
 
-def ensure_browser() -> None:
-    """The browser tests drive Debian's Chromium; install it where we can (root + apt)."""
-    if CHROMIUM.exists() or platform.system() != "Linux":
-        return
-    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        print("Installing Chromium for the browser tests (apt-get) ...", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env)
-    else:
+def ensure_browser() -> bool:
+    """Install Debian's Chromium for the browser tests where we can (Linux, root, apt).
+
+    Returns True when the browser tests must run (Chromium was there or is now installed
+    by us), False when they may be skipped (no Chromium and no way to install it here).
+    """
+    if CHROMIUM.exists():
+        return True
+    if platform.system() != "Linux" or CHROMIUM != DEBIAN_CHROMIUM:
+        return False
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
         print(
-            "note: /usr/bin/chromium not found; browser tests will be skipped "
+            f"note: {CHROMIUM} not found; browser tests will be skipped "
             "(install Debian/Ubuntu's `chromium` package to run them).",
             flush=True,
         )
+        return False
+    print("Installing Chromium for the browser tests (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env)
+    except subprocess.CalledProcessError as error:
+        message = f"could not install Chromium for the browser tests ({error})"
+        if os.environ.get("CI"):  # CI must run them: stop here, not with skipped tests
+            sys.exit(f"{message}.\nInstall it with `apt-get install chromium` and run again.")
+        print(f"note: {message}; browser tests will be skipped.", flush=True)
+    return CHROMIUM.exists()
+
+
+def lab_command(
+    python: str | os.PathLike[str], root_dir: str | os.PathLike[str], extra_args: list[str]
+) -> list[str]:
+    """The JupyterLab command line of ``course.py lab``: loopback only, login token on.
+
+    An ``--ip=...`` in ``extra_args`` replaces the loopback address (the Docker image
+    listens on ``--ip=0.0.0.0`` inside its container; JupyterLab refuses two ``--ip``).
+    The browser tests start JupyterLab with this very function, on a copy of the lessons.
+    """
+    command = [str(python), "-m", "jupyterlab"]
+    if not any(a.startswith(("--ip", "--ServerApp.ip")) for a in extra_args):
+        command.append("--ip=127.0.0.1")
+    command.append(f"--ServerApp.root_dir={root_dir}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    return command + list(extra_args)
 
 
 def lab(python: Path, args: list[str]) -> int:
-    command = [
-        python, "-m", "jupyterlab", "--ip=127.0.0.1", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
-    ]  # fmt: skip
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
-    print("+", " ".join(str(c) for c in command + args), flush=True)
-    return subprocess.call([str(c) for c in command + args], cwd=ROOT)
+    """Run JupyterLab at ``notebooks/`` until it is stopped (Ctrl+C twice).
+
+    On Linux and macOS JupyterLab replaces this process, so Ctrl+C and ``docker stop``
+    reach the server itself and it shuts its kernels down cleanly.
+    """
+    command = lab_command(python, ROOT / "notebooks", args)
+    print("+", " ".join(command), flush=True)
+    if os.name == "posix":
+        os.chdir(ROOT)
+        os.execv(command[0], command)
+    return subprocess.call(command, cwd=ROOT)
 
 
 def main(argv: list[str]) -> int:
+    """Dispatch ``course.py COMMAND [ARGS...]``; returns the exit status."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0
@@ -119,14 +241,22 @@ def main(argv: list[str]) -> int:
     if command not in ("lab", "test", "setup", "execute", "student", "bench"):
         print(f"unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
-    python = setup()
     if command == "setup":
+        if args not in ([], ["--requirements-only"]):
+            print(
+                f"usage: python3 course.py setup [--requirements-only]; got {args}", file=sys.stderr
+            )
+            return 2
+        setup(requirements_only=bool(args))
         return 0
+    python = setup()
     if command == "lab":
         return lab(python, args)
     if command == "test":
-        ensure_browser()
-        return subprocess.call([str(python), "-m", "pytest", *args], cwd=ROOT)
+        env = dict(os.environ)
+        if ensure_browser():
+            env.setdefault(REQUIRE_BROWSER_ENV, "1")
+        return subprocess.call([str(python), "-m", "pytest", *args], cwd=ROOT, env=env)
     script = {"execute": "tools/execute_lessons.py", "student": "tools/make_student_copies.py",
               "bench": "benchmarks/lessons.py"}[command]  # fmt: skip
     return subprocess.call([str(python), str(ROOT / script), *args], cwd=ROOT)
