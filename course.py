@@ -14,7 +14,7 @@ PyTorch's CPU-only build instead (about 4 GB smaller; what Docker and Binder use
 Maintainer commands (same set-up first):
 
     python3 course.py execute [NOTEBOOK ...]  # re-run lessons in lite mode, commit outputs
-    python3 course.py student                 # regenerate the student copies
+    python3 course.py student [--check | --hide-solutions]  # regenerate/check the student copies
     python3 course.py bench                   # lite-mode time and memory per lesson
     python3 course.py lock                    # re-resolve requirements.lock (needs uv)
     python3 course.py setup [--requirements-only]  # set up only (Docker, Binder)

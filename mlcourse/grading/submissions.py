@@ -1,0 +1,216 @@
+"""Find the submissions of a lesson, check them, and note what a student changed.
+
+A submissions folder holds one folder per student with the lesson inside, as an LMS
+download or a shared drive usually gives it::
+
+    submissions/
+      alice/01_gradient_descent.ipynb
+      bob/01_gradient_descent.ipynb
+
+:func:`import_submissions` copies them into the course's ``submitted/`` folder
+(nbgrader's layout), refusing to replace a different file already there unless told to.
+A submission that cannot be graded (no notebook, not a notebook, a student id nbgrader
+cannot store) is kept with the reason.
+
+Example:
+    >>> check_student_id("alice")
+    'alice'
+    >>> check_student_id("../etc")
+    Traceback (most recent call last):
+    ...
+    ValueError: student id '../etc' is not usable; expected letters, digits and _ . @ + - (starting with a letter or digit, at most 100 characters).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat.notebooknode import NotebookNode
+
+from mlcourse.grading.course import Course
+from mlcourse.grading.preprocessors import INJECTED_TAG
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
+_LITE_ASSIGNMENT = re.compile(r"^lite\s*(:[^=]+)?=(?P<value>[^#\n]*)", flags=re.MULTILINE)
+
+
+@dataclass
+class Submission:
+    """One student's submission of one lesson.
+
+    Attributes:
+        student: the student id (their folder's name).
+        notebook: the submission inside the course's ``submitted/`` folder; ``None`` when
+            nothing usable was handed in.
+        problem: why it cannot be graded; ``None`` when it can.
+        notes: what the student changed that grading undoes (edited tests, ``lite``).
+    """
+
+    student: str
+    notebook: Path | None = None
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_student_id(student: str) -> str:
+    """Return ``student`` if it is a usable nbgrader student id; raise ``ValueError`` otherwise."""
+    if not STUDENT_ID.match(student):
+        raise ValueError(
+            f"student id {student!r} is not usable; expected letters, digits and _ . @ + - "
+            "(starting with a letter or digit, at most 100 characters)."
+        )
+    return student
+
+
+def read_submission(path: str | os.PathLike[str]) -> NotebookNode:
+    """Read a submitted notebook; raise ``ValueError`` saying why it is not one."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as error:  # JSON, encoding or schema problems all mean "not a notebook"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"not a readable notebook ({type(error).__name__}: {message[:200]})"
+        ) from None
+
+
+def _describe(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    if not names:
+        return "the folder is empty"
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"found: {shown}"
+
+
+def import_submissions(
+    course: Course,
+    lesson: str,
+    folder: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+) -> tuple[list[Submission], list[str]]:
+    """Gather the submissions of ``lesson``, copying them into the course if ``folder`` is given.
+
+    Args:
+        course: the course directory.
+        lesson: a released lesson.
+        folder: ``<student>/<lesson>.ipynb`` folders; ``None`` takes what is already in the
+            course's ``submitted/`` folder (e.g. after ``nbgrader collect``).
+        force: replace a submission in ``submitted/`` that differs from the one in
+            ``folder``. Without it, nothing is copied and ``FileExistsError`` lists them.
+
+    Returns:
+        the submissions (sorted by student) and the entries of ``folder`` that were
+        ignored, each with the reason.
+    """
+    ignored: list[str] = []
+    found: list[tuple[str, Path | None, str | None]] = []
+    if folder is None:
+        base = Path(course.coursedir.format_path(course.coursedir.submitted_directory, ".", "."))
+        entries = sorted(base.iterdir()) if base.is_dir() else []
+    else:
+        base = Path(folder)
+        if not base.exists():
+            raise FileNotFoundError(f"submissions folder {str(base)!r} does not exist.")
+        if not base.is_dir():
+            raise NotADirectoryError(f"submissions folder {str(base)!r} is not a folder.")
+        entries = sorted(base.iterdir())
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if not entry.is_dir():
+            ignored.append(f"{entry.name}: not a folder (expected <student>/{lesson}.ipynb)")
+            continue
+        try:
+            check_student_id(entry.name)
+        except ValueError as error:
+            ignored.append(f"{entry.name}: {error}")
+            continue
+        if folder is None:
+            notebook = course.notebook("submitted", lesson, entry.name)
+            where = f"{entry.name}/{lesson}/"
+            listing = notebook.parent
+        else:
+            notebook = entry / f"{lesson}.ipynb"
+            where = f"{entry.name}/"
+            listing = entry
+        if notebook.is_file():
+            found.append((entry.name, notebook, None))
+        elif listing.is_dir():
+            found.append((entry.name, None, f"no {lesson}.ipynb in {where} ({_describe(listing)})"))
+        else:
+            found.append((entry.name, None, f"nothing submitted for {lesson}"))
+
+    if folder is not None:
+        conflicts = []
+        for student, notebook, _ in found:
+            target = course.notebook("submitted", lesson, student)
+            exists = notebook is not None and target.exists()
+            if exists and target.read_bytes() != notebook.read_bytes():
+                conflicts.append(student)
+        if conflicts and not force:
+            raise FileExistsError(
+                f"the course already holds a different submission of {lesson} from "
+                f"{', '.join(conflicts)} (in {course.path('submitted', lesson, conflicts[0]).parent.parent}); "
+                "pass --force to replace them with the ones in "
+                f"{str(base)!r}."
+            )
+        for index, (student, notebook, problem) in enumerate(found):
+            if notebook is None:
+                continue
+            target = course.notebook("submitted", lesson, student)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() or target.read_bytes() != notebook.read_bytes():
+                shutil.copyfile(notebook, target)
+            found[index] = (student, target, problem)
+
+    submissions = []
+    release = nbformat.read(course.notebook("release", lesson), as_version=4)
+    for student, notebook, problem in found:
+        submission = Submission(student, notebook, problem)
+        if notebook is not None:
+            try:
+                submission.notes = changes_undone(read_submission(notebook), release)
+            except ValueError as error:
+                submission.problem = str(error)
+        submissions.append(submission)
+    return submissions, ignored
+
+
+def changes_undone(submitted: NotebookNode, release: NotebookNode) -> list[str]:
+    """What grading will undo in ``submitted``: edited or missing test cells, ``lite``.
+
+    Example:
+        >>> from nbformat.v4 import new_code_cell, new_notebook
+        >>> params = new_code_cell("lite = False", metadata={"tags": ["parameters"]})
+        >>> changes_undone(new_notebook(cells=[params]), new_notebook())
+        ['the parameters set `lite = False`; graded in lite mode']
+    """
+    notes = []
+    by_id = {}
+    for cell in submitted.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if "grade_id" in meta and (meta.get("grade") or meta.get("locked")):
+            by_id.setdefault(meta["grade_id"], cell)
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if not (meta.get("grade") or (meta.get("locked") and not meta.get("solution"))):
+            continue
+        grade_id = meta["grade_id"]
+        if grade_id not in by_id:
+            notes.append(f"test cell {grade_id} was missing; graded with the original")
+        elif by_id[grade_id].source != cell.source:
+            notes.append(f"test cell {grade_id} was edited; graded with the original")
+    for cell in submitted.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and INJECTED_TAG not in tags:
+            for match in _LITE_ASSIGNMENT.finditer(cell.source):
+                if match.group("value").strip() != "True":
+                    notes.append(
+                        f"the parameters set `{match.group(0).strip()}`; graded in lite mode"
+                    )
+    return notes
