@@ -91,7 +91,10 @@ def set_deterministic(enabled: bool = True) -> None:
     check_bool("enabled", enabled)
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(enabled)
+    # Only touch the switch when it changes: setting it imports torch's compiler
+    # configuration (about 150 MB and a second), which a plain CPU lesson never needs.
+    if torch.are_deterministic_algorithms_enabled() != enabled:
+        torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
 
