@@ -1,0 +1,154 @@
+"""Lesson 03 (attention): its claims, on a run with another seed, and its exercises."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import nbformat
+import pytest
+import torch
+
+from conftest import ANOTHER_SEED
+from mlcourse.notebooks import NOTEBOOK_DIR, notebook_problems
+
+LESSON = "03_attention"
+
+
+@pytest.fixture(scope="module")
+def results(lesson_run):
+    return lesson_run(LESSON, seed=ANOTHER_SEED).results
+
+
+def test_attention_matches_pytorch(results):
+    # no mask, causal mask and padding mask vs F.scaled_dot_product_attention
+    assert results["sdpa_max_abs_error"] < 1e-6
+    # multi-head attention with copied weights vs nn.MultiheadAttention
+    assert results["mha_max_abs_error"] < 1e-6
+
+
+def test_sqrt_d_keeps_score_variance_and_entropy(results):
+    assert results["scaled_logit_var_max_rel_error"] < 0.10  # Var(q.k / sqrt(d)) ~ 1 for all d
+    assert results["raw_logit_var_rel_error_d1024"] < 0.10  # Var(q.k) ~ d
+    assert results["entropy_scaled_d1024"] > 2.0  # ln 16 = 2.77: weights stay spread out
+    assert results["entropy_raw_d1024"] < 0.5  # unscaled: nearly one-hot
+    assert results["entropy_raw_d2"] - results["entropy_raw_d1024"] > 1.5
+
+
+def test_transformer_reverses_held_out_sequences(results):
+    assert results["seq_accuracy"] >= 0.99
+    assert results["token_accuracy"] >= 0.99
+
+
+def test_attention_map_shows_the_mirror_pattern(results):
+    assert results["mirror_mass_best_head"] > 0.9
+    assert results["mirror_argmax_rate"] > 0.99
+    assert results["mirror_mass_best_layer"] == 1
+
+
+def test_without_positions_the_model_fails(results):
+    assert results["no_pos_equivariance_error"] < 1e-5
+    assert results["no_pos_seq_accuracy"] < 0.01
+    assert results["no_pos_token_accuracy"] < 0.5
+    assert results["seq_accuracy"] - results["no_pos_seq_accuracy"] > 0.9
+
+
+def test_warmup_rescues_training_at_a_high_learning_rate(results):
+    assert results["warmup_seq_accuracy"] >= 0.9
+    assert results["no_warmup_seq_accuracy"] <= 0.05
+    # without warmup the first layer's attention collapses within 10 steps...
+    assert results["no_warmup_entropy_step10"] < 0.5
+    assert results["warmup_entropy_step10"] > 1.5
+    # ...onto the wrong positions, and the loss stays near ln 10
+    assert results["no_warmup_mirror_mass"] < 0.5
+    assert results["warmup_mirror_mass"] > 0.7
+    assert results["no_warmup_final_loss"] > 0.5 * math.log(10)
+
+
+# --- the committed notebook and its exercises (no execution of the lesson needed) ---
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    return nbformat.read(NOTEBOOK_DIR / f"{LESSON}.ipynb", as_version=4)
+
+
+def test_committed_notebook_is_clean(notebook):
+    assert notebook_problems(notebook) == []
+
+
+def exercises(nb) -> dict[str, tuple[str, str]]:
+    """grade_id of each solution cell -> (its source, the source of the graded test cell after it)."""
+    found = {}
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and not meta.get("grade"):
+            test_cell = cells[i + 1]
+            assert test_cell.metadata["nbgrader"]["grade"] is True
+            found[meta["grade_id"]] = (cell.source, test_cell.source)
+    return found
+
+
+def run_exercise(solution: str, test: str) -> None:
+    namespace = {"math": math, "torch": torch}
+    exec(compile(solution, "<solution>", "exec"), namespace)
+    exec(compile(test, "<tests>", "exec"), namespace)
+
+
+def replace_solution(solution: str, body: str) -> str:
+    """Swap the code between the solution markers for ``body`` (indented like the markers)."""
+    match = re.search(r"^( *)### BEGIN SOLUTION\n.*?^ *### END SOLUTION\n?", solution, re.S | re.M)
+    assert match, "solution markers missing"
+    indent = match.group(1)
+    new = "".join(f"{indent}{line}\n" for line in body.strip("\n").splitlines())
+    return solution[: match.start()] + new + solution[match.end() :]
+
+
+def test_exercise_metadata(notebook):
+    graded = [
+        c.metadata["nbgrader"]
+        for c in notebook.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    ]
+    assert len(graded) >= 2
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids))
+    for meta in graded:
+        assert meta["locked"] is True and meta["points"] > 0 and meta["schema_version"] == 3
+    for grade_id, (solution, test) in exercises(notebook).items():
+        assert "### BEGIN SOLUTION" in solution and "### END SOLUTION" in solution, grade_id
+        assert "### BEGIN HIDDEN TESTS" in test and "### END HIDDEN TESTS" in test, grade_id
+
+
+WRONG_ANSWERS = {
+    "ex1_causal_mask": [
+        "raise NotImplementedError()",
+        "return torch.triu(torch.ones(n, n, dtype=torch.bool))",  # sees the future
+        "return torch.tril(torch.ones(n, n, dtype=torch.bool), diagonal=-1)",  # not itself
+        "return torch.ones(n, n).tril()",  # float, not bool
+        "return torch.ones(n, n, dtype=torch.bool)",  # no mask at all
+    ],
+    "ex2_attention_head": [
+        "raise NotImplementedError()",
+        "q, k, v = x @ w_q, x @ w_k, x @ w_v\nreturn torch.softmax(q @ k.T, dim=-1) @ v",  # unscaled
+        "q, k, v = x @ w_q, x @ w_k, x @ w_v\n"
+        "return torch.softmax(q @ k.T / math.sqrt(x.shape[-1]), dim=-1) @ v",  # sqrt(d_model)
+        "q, k, v = x @ w_q, x @ w_k, x @ w_v\n"
+        "return torch.softmax(q @ k.T / math.sqrt(k.shape[-1]), dim=0) @ v",  # softmax over queries
+        "q, k = x @ w_q, x @ w_k\nreturn torch.softmax(q @ k.T / math.sqrt(k.shape[-1]), dim=-1)",
+    ],
+}
+
+
+@pytest.mark.parametrize("grade_id", sorted(WRONG_ANSWERS))
+def test_exercise_tests_pass_for_the_solution_and_fail_otherwise(notebook, grade_id):
+    solution, test = exercises(notebook)[grade_id]
+    run_exercise(solution, test)
+    for body in WRONG_ANSWERS[grade_id]:
+        with pytest.raises((AssertionError, NotImplementedError, RuntimeError)):
+            run_exercise(replace_solution(solution, body), test)
+
+
+def test_every_exercise_has_wrong_answers_checked(notebook):
+    assert set(exercises(notebook)) == set(WRONG_ANSWERS)
