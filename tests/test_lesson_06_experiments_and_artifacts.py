@@ -1,0 +1,142 @@
+"""Claims of lesson 06, checked on a run with another seed (sweep seeds 1-3)."""
+
+from conftest import ANOTHER_SEED
+
+STEM = "06_experiments_and_artifacts"
+
+
+def results(lesson_run):
+    return lesson_run(STEM, seed=ANOTHER_SEED).results
+
+
+def test_every_run_of_the_sweep_is_tracked(lesson_run):
+    r = results(lesson_run)
+    assert r["runs"] == 12
+    assert r["runs_tracked_in_mlflow"] == r["runs"]
+
+
+def test_sweep_finds_a_good_learning_rate_and_brackets_it(lesson_run):
+    r = results(lesson_run)
+    assert r["best_val_accuracy_mean"] > 0.95
+    assert r["best_test_accuracy_mean"] > 0.93
+    assert r["best_lr"] in (0.1, 0.3) and r["runner_up_lr"] in (0.1, 0.3)
+    assert r["worst_lr"] == 1.0, "the largest learning rate overshoots"
+
+
+def test_paired_comparisons(lesson_run):
+    r = results(lesson_run)
+    # the lesson's point: the top two are close (a point or so), the worst is far behind
+    assert abs(r["best_minus_runner_up_test"]) < 0.03
+    assert r["best_vs_worst"] == "better"
+    for key in ("verdict_across_seeds", "verdict_across_examples"):
+        assert r[key] in ("better", "worse", "undecided")
+    assert 0 < r["p_value_across_seeds"] <= 1 and 0 < r["p_value_across_examples"] <= 1
+    # "better"/"worse" is only claimed when the tests reject "no difference"
+    if r["verdict_across_examples"] != "undecided":
+        assert r["p_value_across_examples"] < 0.05
+    if r["verdict_across_seeds"] != "undecided":
+        assert r["p_value_across_seeds"] < 0.05
+
+
+def test_artifacts_are_verified_and_traceable(lesson_run):
+    r = results(lesson_run)
+    assert r["reloaded_accuracy_matches"] is True
+    assert r["corruption_detected"] is True
+    assert r["data_checksums_match"] is True
+    assert r["code_version_matches"] is True
+    assert r["retrained_identical"] is True
+
+
+def test_run_folders_hold_no_machine_paths(lesson_run):
+    assert results(lesson_run)["files_with_private_paths"] == 0
+
+
+def test_exercises_pass_with_the_solutions(lesson_run):
+    notebook = lesson_run(STEM, seed=ANOTHER_SEED).notebook
+    printed = "".join(
+        o.get("text", "") for c in notebook.cells for o in c.get("outputs", [])
+        if o.output_type == "stream"
+    )  # fmt: skip
+    for number in (1, 2, 3):
+        assert f"Exercise {number}: tests passed." in printed
+
+
+# --- the exercises' tests reject the unanswered copy and plausible wrong answers -------------
+
+PRELUDE = """
+import tempfile
+from pathlib import Path
+from mlcourse.checks import expect_close, expect_equal, expect_true
+from mlcourse.integrity import parse_sums, sha256_file, write_sums
+from mlcourse.train_config import TrainConfig
+"""
+
+WRONG_ANSWERS = {
+    "ex1_flatten_params": [
+        "def flatten_params(nested, prefix=''):\n    raise NotImplementedError()",
+        # one level only
+        "def flatten_params(nested, prefix=''):\n"
+        "    out = {}\n"
+        "    for k, v in nested.items():\n"
+        "        if isinstance(v, dict):\n"
+        "            out.update({f'{k}.{k2}': v2 for k2, v2 in v.items()})\n"
+        "        else:\n"
+        "            out[k] = v\n"
+        "    return out",
+        # another separator
+        "def flatten_params(nested, prefix=''):\n"
+        "    out = {}\n"
+        "    for k, v in nested.items():\n"
+        "        if isinstance(v, dict):\n"
+        "            out.update(flatten_params(v, f'{prefix}{k}/'))\n"
+        "        else:\n"
+        "            out[f'{prefix}{k}'] = v\n"
+        "    return out",
+    ],
+    "ex2_best_config": [
+        "def best_config(rows):\n    raise NotImplementedError()",
+        # the single luckiest run
+        "def best_config(rows):\n    return max(rows, key=lambda r: r['val_accuracy'])['config']",
+        # the median instead of the mean
+        "import statistics\n"
+        "def best_config(rows):\n"
+        "    names = {r['config'] for r in rows}\n"
+        "    return max(names, key=lambda n: statistics.median("
+        "r['val_accuracy'] for r in rows if r['config'] == n))",
+    ],
+    "ex3_damaged_files": [
+        "def damaged_files(folder):\n    raise NotImplementedError()",
+        # sizes instead of checksums: a changed byte keeps the size
+        "def damaged_files(folder):\n"
+        "    return sorted(n for n in parse_sums((Path(folder) / 'SHA256SUMS').read_text())"
+        " if not (Path(folder) / n).is_file())",
+        # everything listed
+        "def damaged_files(folder):\n"
+        "    return sorted(parse_sums((Path(folder) / 'SHA256SUMS').read_text()))",
+    ],
+}
+
+
+def exercise_test_source(notebook, grade_id):
+    cells = notebook.cells
+    for index, cell in enumerate(cells):
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return cells[index + 1].source
+    raise AssertionError(f"no solution cell {grade_id!r}")
+
+
+def test_exercise_tests_reject_wrong_answers():
+    import nbformat
+    import pytest
+
+    from mlcourse.notebooks import NOTEBOOK_DIR
+
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{STEM}.ipynb", as_version=4)
+    for grade_id, answers in WRONG_ANSWERS.items():
+        test_source = exercise_test_source(notebook, grade_id)
+        for answer in answers:
+            namespace: dict = {}
+            exec(PRELUDE, namespace)
+            exec(answer, namespace)
+            with pytest.raises((AssertionError, NotImplementedError)):
+                exec(test_source, namespace)
