@@ -33,6 +33,7 @@ import torch
 from mlcourse.integrity import (
     ChecksumError,
     atomic_write_bytes,
+    current_umask,
     sha256_bytes,
     verify_sums,
     write_sums,
@@ -138,6 +139,7 @@ class ArtifactStore:
             tempfile.mkdtemp(prefix=f".{timestamp}.", suffix=".partial", dir=version_dir)
         )
         try:
+            staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700)
             buffer = _serialise(state)
             atomic_write_bytes(staging / WEIGHTS_FILE, buffer)
             metadata = {

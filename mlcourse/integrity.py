@@ -56,7 +56,7 @@ def atomic_write_bytes(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates files private (0600)
+        os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp creates files private (0600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -76,7 +76,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

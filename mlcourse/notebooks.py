@@ -66,6 +66,7 @@ def execute_lesson(
     *,
     parameters: Mapping[str, Any] | None = None,
     timeout: int = 600,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> nbformat.NotebookNode:
     """Execute a lesson with papermill (in its own folder) and return the clean result.
 
@@ -74,6 +75,7 @@ def execute_lesson(
         output_path: where to write the executed notebook; ``None`` writes nothing.
         parameters: values injected after the ``parameters`` cell, e.g. ``{"seed": 1}``.
         timeout: seconds allowed per cell.
+        cwd: working directory of the kernel; default the notebook's own folder.
     """
     import papermill
 
@@ -83,7 +85,7 @@ def execute_lesson(
             str(path),
             None,
             parameters=dict(parameters or {}),
-            cwd=str(path.parent),
+            cwd=str(cwd or path.parent),
             kernel_name="python3",
             progress_bar=False,
             log_output=False,

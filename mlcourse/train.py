@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from mlcourse.artifacts import ArtifactStore, Checkpoint, load_checkpoint
-from mlcourse.integrity import atomic_write_text, sha256_bytes
+from mlcourse.integrity import atomic_write_text, current_umask, sha256_bytes
 from mlcourse.resources import Resources, ResourceUnavailableError, resolve
 from mlcourse.runrecord import collect_run_record, git_info
 from mlcourse.seeding import make_generator, seed_everything, seed_worker
@@ -769,7 +769,7 @@ def _create_run_dir(plan: RunPlan) -> None:
             staging / plan.paths.config.name, yaml.safe_dump(plan.config.to_dict(), sort_keys=False)
         )
         _session_record(plan).save(staging / plan.paths.record.name)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
         if plan.paths.root.exists():
             raise FileExistsError(f"run directory {str(plan.paths.root)!r} appeared meanwhile.")
         os.rename(staging, plan.paths.root)
@@ -778,12 +778,6 @@ def _create_run_dir(plan: RunPlan) -> None:
 
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _session_record(plan: RunPlan, session: int = 0) -> Any:

@@ -14,7 +14,7 @@ Example:
     Traceback (most recent call last):
     ...
     mlcourse.train_config.ConfigError: invalid training config:
-      - epochs=0 is out of range; expected an integer in [1, inf].
+      - epochs=0 is out of range; expected an integer in [1, inf).
       - unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?); accepted keys in 'optimizer': 'lr', 'momentum', 'name', 'weight_decay'.
 """
 

@@ -89,8 +89,8 @@ def _check_range(
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if not (too_low or too_high):
         return
-    left = "[" if low_inclusive else "("
-    right = "]" if high_inclusive else ")"
+    left = "[" if low_inclusive and low is not None else "("
+    right = "]" if high_inclusive and high is not None else ")"
     low_text = "-inf" if low is None else repr(low)
     high_text = "inf" if high is None else repr(high)
     raise ValueError(

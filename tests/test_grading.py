@@ -410,7 +410,7 @@ def test_cli_errors_name_the_bad_value(tmp_path, capsys):
     assert main(["grade", LESSON, "--course", str(course_dir)]) == 2
     assert f"lesson={LESSON!r} has not been released" in capsys.readouterr().err
     assert main(["grade", LESSON, "--course", str(course_dir), "--workers", "0"]) == 2
-    assert "workers=0 is out of range; expected an integer in [1, inf]" in capsys.readouterr().err
+    assert "workers=0 is out of range; expected an integer in [1, inf)" in capsys.readouterr().err
     assert main(["grade", LESSON, "--course", str(course_dir), "--timeout", "soon"]) == 2
     assert "timeout must be an integer, got 'soon'" in capsys.readouterr().err
     assert main(["export"]) == 2

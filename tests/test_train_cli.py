@@ -205,7 +205,7 @@ BAD_CONFIGS = [
     ({"optimizer": {"lr": "1e-3"}}, ["optimizer.lr must be a real number", "1.0e-3"]),
     ({"optimizer": {"lr": 0}}, ["optimizer.lr=0.0 is out of range", "(0.0, inf"]),
     ({"optimizer": {"lr": -0.1}}, ["optimizer.lr=-0.1 is out of range"]),
-    ({"batch_size": 0}, ["batch_size=0 is out of range", "[1, inf]"]),
+    ({"batch_size": 0}, ["batch_size=0 is out of range", "[1, inf)"]),
     ({"epochs": -1}, ["epochs=-1 is out of range"]),
     ({"batch_size": 5000}, ["batch_size=5000 is larger than the 1107 training examples"]),
     ({"model": {"dropout": 1.0}}, ["model.dropout=1.0 is out of range", "[0.0, 1.0)"]),

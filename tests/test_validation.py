@@ -17,14 +17,14 @@ def test_check_int_rejects_bool_float_and_out_of_range():
         check_int("n", True)
     with pytest.raises(TypeError, match=r"got 2.5 \(float\)"):
         check_int("n", 2.5)
-    with pytest.raises(ValueError, match=r"n=0 is out of range; expected an integer in \[1, inf\]"):
+    with pytest.raises(ValueError, match=r"n=0 is out of range; expected an integer in \[1, inf\)"):
         check_int("n", 0, min_value=1)
 
 
 def test_check_float_bounds_and_finiteness():
     assert check_float("lr", 1) == 1.0
     with pytest.raises(
-        ValueError, match=r"lr=0.0 is out of range; expected a number in \(0.0, inf\]"
+        ValueError, match=r"lr=0.0 is out of range; expected a number in \(0.0, inf\)"
     ):
         check_float("lr", 0.0, min_value=0.0, min_inclusive=False)
     with pytest.raises(ValueError, match="lr must be finite"):
