@@ -1,6 +1,6 @@
 """Claims of lesson 00, checked on a run with another seed."""
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 
 
 def test_lesson_00_claims(lesson_run):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 
 STEM = "01_gradient_descent"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 
 STEM = "02_regularization"
 REMEDIES = ("l2", "adamw", "dropout", "early_loss", "early_acc", "augment")

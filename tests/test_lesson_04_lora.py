@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 from mlcourse.notebooks import NOTEBOOK_DIR, notebook_problems
 
 LESSON = "04_lora"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 from mlcourse import profiling_data
 
 STEM = "05_profiling"

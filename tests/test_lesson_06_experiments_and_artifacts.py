@@ -1,6 +1,6 @@
 """Claims of lesson 06, checked on a run with another seed (sweep seeds 1-3)."""
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 
 STEM = "06_experiments_and_artifacts"
 

@@ -7,7 +7,7 @@ suite collects ``notebooks/*.ipynb`` with ``--nbval``; see pyproject.toml.)
 import nbformat
 import pytest
 
-from conftest import ANOTHER_SEED
+from lesson_runs import ANOTHER_SEED
 from mlcourse.notebooks import (
     MACHINE_PATH,
     NOTEBOOK_DIR,
