@@ -160,7 +160,7 @@ def test_adapter_of_another_rank_is_rejected():
 @pytest.mark.parametrize("rank", [0, -1])
 def test_rank_must_be_positive(rank):
     with pytest.raises(
-        ValueError, match=rf"rank={rank} is out of range; expected an integer in \[1, inf\]"
+        ValueError, match=rf"rank={rank} is out of range; expected an integer in \[1, inf\)"
     ):
         inject_lora(make_model(), TARGETS, rank=rank)
 
