@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from exercise_checks import assert_tests_judge_answers, read_lesson
 from lesson_runs import ANOTHER_SEED
 
 STEM = "01_gradient_descent"
@@ -59,3 +60,27 @@ def test_batch_size_and_schedule(results):
     # The lesson says the decay matters more than the warmup for this small network.
     assert abs(warm - cosine) < warm - constant
     assert results["test_acc_warmup_cosine"] > 0.9
+
+
+# --- the exercises' tests accept the solution and reject wrong answers ----------------------
+
+WRONG_ANSWERS = {
+    "ex1_momentum_step": [
+        "raise NotImplementedError()",
+        "v_new = beta * v + lr * grad\nreturn x - v_new, v_new",  # lr inside the velocity
+        "v_new = beta * v + grad\nreturn x - lr * v, v_new",  # steps with the old velocity
+        "v_new = beta * v + (1 - beta) * grad\nreturn x - lr * v_new, v_new",  # EMA, not torch's
+        "return x - lr * grad, v",  # no momentum at all
+    ],
+    "ex2_best_step_size": [
+        "raise NotImplementedError()",
+        "return 1.0 / np.linalg.eigvalsh(H).max()",  # 1/L: safe but not the best
+        "d = np.diag(H)\nreturn 2.0 / (d.min() + d.max())",  # diagonal entries, not eigenvalues
+        "e = np.linalg.eigvalsh(H)\nreturn 2.0 / e.max()",  # 2/L: on the edge of divergence
+    ],
+}
+
+
+def test_exercise_tests_pass_for_the_solution_and_fail_otherwise():
+    prelude = "import math\nimport numpy as np\nimport torch"
+    assert_tests_judge_answers(read_lesson(STEM), WRONG_ANSWERS, prelude=prelude)

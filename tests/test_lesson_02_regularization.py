@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from exercise_checks import assert_tests_judge_answers, read_lesson
 from lesson_runs import ANOTHER_SEED
 
 STEM = "02_regularization"
@@ -82,3 +83,52 @@ def test_random_split_random_seed_misleads(results):
     )  # identical configs, several points apart
     assert results["antipattern_l2_min_gap"] < 0 < results["antipattern_l2_max_gap"]
     assert 0 < results["antipattern_l2_sign_flips"] < n
+
+
+# --- the exercises' tests accept the solution and reject wrong answers ----------------------
+
+WRONG_ANSWERS = {
+    "ex1_ridge_fit": [
+        "raise NotImplementedError()",
+        "return np.linalg.solve(Phi.T @ Phi + lam**2 * np.eye(Phi.shape[1]), Phi.T @ y)",  # lam²
+        "return np.linalg.lstsq(Phi, y, rcond=None)[0]",  # no penalty
+        "return np.linalg.solve(Phi.T @ Phi + lam, Phi.T @ y)",  # lam added everywhere
+    ],
+    "ex2_early_stopping": [
+        "raise NotImplementedError()",
+        # a tie counts as an improvement
+        "best, waited = 0, 0\n"
+        "for e in range(1, len(val_losses)):\n"
+        "    if val_losses[e] <= val_losses[best]:\n"
+        "        best, waited = e, 0\n"
+        "    else:\n"
+        "        waited += 1\n"
+        "        if waited == patience:\n"
+        "            return best, e\n"
+        "return best, len(val_losses) - 1",
+        # compares with the previous epoch instead of the best so far
+        "best, waited = 0, 0\n"
+        "for e in range(1, len(val_losses)):\n"
+        "    if val_losses[e] < val_losses[e - 1]:\n"
+        "        best, waited = e, 0\n"
+        "    else:\n"
+        "        waited += 1\n"
+        "        if waited == patience:\n"
+        "            return best, e\n"
+        "return best, len(val_losses) - 1",
+    ],
+    "ex3_paired_t": [
+        "raise NotImplementedError()",
+        # ddof=0
+        "d = np.asarray(a, float) - np.asarray(b, float)\n"
+        "return float(d.mean() / (d.std() / math.sqrt(len(d))))",
+        # unpaired difference of means over pooled spread
+        "a, b = np.asarray(a, float), np.asarray(b, float)\n"
+        "return float((a.mean() - b.mean()) / math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))",
+    ],
+}
+
+
+def test_exercise_tests_pass_for_the_solution_and_fail_otherwise():
+    prelude = "import math\nimport numpy as np\nimport scipy.linalg\nimport torch"
+    assert_tests_judge_answers(read_lesson(STEM), WRONG_ANSWERS, prelude=prelude)

@@ -7,6 +7,7 @@ suite collects ``notebooks/*.ipynb`` with ``--nbval``; see pyproject.toml.)
 import nbformat
 import pytest
 
+from exercise_checks import exercises
 from lesson_runs import ANOTHER_SEED
 from mlcourse.notebooks import (
     MACHINE_PATH,
@@ -81,3 +82,40 @@ def test_problems_are_reported():
 
 def test_student_copies_are_not_collected_as_lessons():
     assert all(p.parent == NOTEBOOK_DIR for p in LESSONS)
+
+
+EXERCISE_LESSONS = [p for p in LESSONS if int(p.name[:2]) >= 1]
+
+
+@pytest.mark.parametrize("path", EXERCISE_LESSONS, ids=[p.stem for p in EXERCISE_LESSONS])
+def test_lesson_has_graded_exercises_in_nbgrader_form(path):
+    nb = nbformat.read(path, as_version=4)
+    found = exercises(nb)
+    assert len(found) >= 2, "every lesson from 01 on has at least two graded exercises"
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids)), "grade_ids must be unique"
+    first_exercise = min(i for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata)
+    headings = [
+        line
+        for c in nb.cells[:first_exercise]
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("## ")
+    ]
+    assert headings[-1].startswith("## Exercises"), "exercises sit in one section near the end"
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        if not meta:
+            continue
+        assert meta["schema_version"] == 3
+        if meta.get("solution"):
+            assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+            assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, (
+                f"{meta['grade_id']}: solutions are collapsed in the worked lessons "
+                "(python3 course.py student --hide-solutions)"
+            )
+        if meta.get("grade"):
+            assert meta["locked"] is True and meta["points"] > 0
+            assert "### BEGIN HIDDEN TESTS" in cell.source, meta["grade_id"]
+    summary = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Summary"))
+    assert all(i < summary for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata)
