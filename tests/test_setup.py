@@ -75,8 +75,16 @@ def test_readme_gives_exactly_two_commands_and_ci_runs_the_test_one():
 
 def test_setup_is_skipped_when_the_environment_is_current():
     # The suite runs inside the environment `course.py` set up; doing it again is a no-op.
-    if not (Path(sys.prefix) / "mlcourse-installed.sha256").exists():
+    stamp = Path(sys.prefix) / "mlcourse-installed.sha256"
+    if not stamp.exists():
         pytest.skip("not running inside an environment that course.py set up")
+    fingerprint = subprocess.run(
+        [sys.executable, "-c", "import course; print(course.environment_fingerprint())"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "MLCOURSE_VENV": sys.prefix},
+    ).stdout.strip()  # fmt: skip
+    if stamp.read_text().strip() != fingerprint:
+        pytest.skip("the lock or pyproject.toml changed since set-up: run `course.py setup`")
     result = subprocess.run(
         [sys.executable, str(ROOT / "course.py"), "setup"], capture_output=True, text=True,
         env={"PATH": "/usr/bin:/bin", "MLCOURSE_VENV": sys.prefix},
