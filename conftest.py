@@ -2,8 +2,10 @@
 
 import os
 
+from mlcourse.notebooks import lesson_kernel_environment
+
 # Every lesson kernel started by the test suite runs on the CPU, so the outputs match
 # the committed ones (which were made on a CPU) on any machine.
-os.environ["MLCOURSE_DEVICE"] = "cpu"
-os.environ.pop("MPLBACKEND", None)
-os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+_environment = lesson_kernel_environment(os.environ)
+os.environ.clear()
+os.environ.update(_environment)

@@ -41,23 +41,32 @@ def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
     return sorted(p for p in folder.iterdir() if LESSON_NAME.match(p.name))
 
 
+def lesson_kernel_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` as every lesson kernel run by the course's tools sees it: on the CPU (so
+    outputs match the committed ones), with the inline plotting backend, and without a
+    debugger warning on stderr.
+
+    Example:
+        >>> lesson_kernel_environment({"MPLBACKEND": "agg"})[DEVICE_ENV]
+        'cpu'
+    """
+    env = {k: v for k, v in base.items() if k != "MPLBACKEND"}
+    env[DEVICE_ENV] = "cpu"
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    return env
+
+
 @contextlib.contextmanager
 def lesson_environment() -> Iterator[None]:
-    """Environment every lesson run gets here: the CPU, and no interactive backend."""
-    saved = {
-        k: os.environ.get(k) for k in (DEVICE_ENV, "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION")
-    }
-    os.environ[DEVICE_ENV] = "cpu"
-    os.environ.pop("MPLBACKEND", None)
-    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger warning on stderr
+    """Run the body with :func:`lesson_kernel_environment` applied to ``os.environ``."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(lesson_kernel_environment(saved))
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def execute_lesson(

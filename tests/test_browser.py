@@ -42,7 +42,7 @@ import psutil
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from mlcourse.notebooks import lesson_paths
+from mlcourse.notebooks import lesson_kernel_environment, lesson_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("MLCOURSE_CHROMIUM", "/usr/bin/chromium"))
@@ -161,14 +161,11 @@ def copy_course(destination: Path) -> Path:
 def lab_environment(home: Path) -> dict[str, str]:
     """Server and kernel environment: Jupyter, IPython and matplotlib state in ``home``,
     lessons on the CPU (as everywhere in the test suite)."""
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)
+    env = lesson_kernel_environment(os.environ)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "IPYTHONDIR",
                  "MPLCONFIGDIR"):  # fmt: skip
         env[name] = str(home / name.lower())
     env["JUPYTER_PLATFORM_DIRS"] = "1"
-    env["MLCOURSE_DEVICE"] = "cpu"
-    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     settings = Path(env["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab"
     for plugin, values in {
         # no "news" toast and no update check covering the notebook (and no network)

@@ -48,7 +48,7 @@ from mlcourse.grading.pool import WorkerPool
 from mlcourse.grading.submissions import Submission, import_submissions
 from mlcourse.grading.worker import private_config
 from mlcourse.integrity import atomic_write_text
-from mlcourse.resources import DEVICE_ENV
+from mlcourse.notebooks import lesson_kernel_environment
 from mlcourse.validation import check_float, check_int
 
 GRADED, UNGRADABLE = "graded", "ungradable"
@@ -126,12 +126,9 @@ def worker_environment(workers: int, run_id: str = "") -> dict[str, str]:
     (unless thread counts are set), and ``MLCOURSE_GRADING_RUN=run_id``, which marks
     every process of one grading run (so a test can check that none outlives it).
     """
-    env = dict(os.environ)
+    env = lesson_kernel_environment(os.environ)
     env[RUN_ENV] = run_id
-    env[DEVICE_ENV] = "cpu"
-    env.pop("MPLBACKEND", None)
     env.pop("MLFLOW_TRACKING_URI", None)  # lesson 06 would log a student's runs there
-    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     threads = str(max(1, default_workers() // workers))
     for name in THREAD_VARIABLES:
         env.setdefault(name, threads)

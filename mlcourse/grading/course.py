@@ -46,7 +46,7 @@ from traitlets.config import Config
 
 from mlcourse.grading.config import CONFIG_FILE, CONFIG_TEXT, load_course_config
 from mlcourse.grading.student import graded_cells, lessons_with_exercises, prepare_source
-from mlcourse.integrity import atomic_write_text
+from mlcourse.integrity import atomic_write_text, current_umask
 from mlcourse.notebooks import NOTEBOOK_DIR
 from mlcourse.validation import check_choice
 
@@ -265,7 +265,7 @@ class Course:
             plugin.to = tmp
             with nbgrader_environment(), self.gradebook() as gb:
                 plugin.export(gb)
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
