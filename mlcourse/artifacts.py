@@ -2,8 +2,12 @@
 
 Every checkpoint folder holds ``weights.pt`` (tensors only), ``metadata.json`` (config,
 metrics, dataset, parent checkpoint, run record) and ``SHA256SUMS``. Saving builds the
-folder under a temporary name and renames it into place, so a crash never leaves half a
-checkpoint; a version that exists is never written over. Loading verifies every checksum
+folder under a hidden ``.partial`` name and renames it into place, so a crash never leaves
+half a checkpoint, and a version that exists is never written over: claiming a new version
+is one atomic rename, so of two processes saving the same new version at once exactly one
+succeeds. A save killed part-way leaves its hidden staging folder, which
+:meth:`ArtifactStore.stale_staging` finds and :meth:`ArtifactStore.remove_stale_staging`
+deletes. Loading verifies every checksum
 first and reads weights with ``torch.load(weights_only=True)``, which cannot run code.
 
 Example:
@@ -17,12 +21,12 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +37,9 @@ import torch
 from mlcourse.integrity import (
     ChecksumError,
     atomic_write_bytes,
-    current_umask,
+    make_staging_dir,
     sha256_bytes,
+    stale_staging_dirs,
     verify_sums,
     write_sums,
 )
@@ -123,47 +128,81 @@ class ArtifactStore:
             )
         version_dir = self.root / model_name / version
         if self.timestamps(model_name, version) and not new_checkpoint_in_version:
-            raise ArtifactExistsError(
-                f"version {version!r} of {model_name!r} already exists in {str(version_dir)!r}; "
-                "choose a new version name (checkpoints are never overwritten), or pass "
-                "new_checkpoint_in_version=True to add a newer checkpoint beside it."
-            )
+            raise self._version_taken(model_name, version)
         timestamp = dt.datetime.now(dt.UTC).strftime(_TIMESTAMP_FORMAT)
-        final = version_dir / timestamp
-        if final.exists():
-            raise ArtifactExistsError(
-                f"checkpoint {str(final)!r} already exists; not overwriting it."
-            )
-        version_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{timestamp}.", suffix=".partial", dir=version_dir)
-        )
+        buffer = _serialise(state)
+        metadata = {
+            "format": "mlcourse-checkpoint-v1",
+            "model_name": model_name,
+            "version": version,
+            "timestamp": timestamp,
+            "files": {WEIGHTS_FILE: sha256_bytes(buffer)},
+            "config": _as_plain(config or {}),
+            "metrics": _as_plain(metrics or {}),
+            "dataset": _as_plain(dataset.reference() if hasattr(dataset, "reference") else dataset),
+            "parent": _parent_reference(parent),
+            "run_record": _as_plain(run_record),
+        }
+        text = json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        # A new version is built whole (version folder and checkpoint) beside the others and
+        # renamed into place: the rename fails if the version holds anything, so of two
+        # writers claiming it at once exactly one wins. A checkpoint added to a version is
+        # built inside the version folder and renamed to its timestamp.
+        parent_dir = version_dir if new_checkpoint_in_version else version_dir.parent
+        parent_dir.mkdir(parents=True, exist_ok=True)
+        label = timestamp if new_checkpoint_in_version else f"{version}.{timestamp}"
+        staging = make_staging_dir(parent_dir, label)
         try:
-            staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700)
-            buffer = _serialise(state)
-            atomic_write_bytes(staging / WEIGHTS_FILE, buffer)
-            metadata = {
-                "format": "mlcourse-checkpoint-v1",
-                "model_name": model_name,
-                "version": version,
-                "timestamp": timestamp,
-                "files": {WEIGHTS_FILE: sha256_bytes(buffer)},
-                "config": _as_plain(config or {}),
-                "metrics": _as_plain(metrics or {}),
-                "dataset": _as_plain(
-                    dataset.reference() if hasattr(dataset, "reference") else dataset
-                ),
-                "parent": _parent_reference(parent),
-                "run_record": _as_plain(run_record),
-            }
-            text = json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n"
-            atomic_write_bytes(staging / METADATA_FILE, text.encode())
-            write_sums(staging, [WEIGHTS_FILE, METADATA_FILE])
-            os.rename(staging, final)  # atomic; fails rather than replace a non-empty folder
+            folder = staging if new_checkpoint_in_version else staging / timestamp
+            folder.mkdir(exist_ok=True)
+            atomic_write_bytes(folder / WEIGHTS_FILE, buffer)
+            atomic_write_bytes(folder / METADATA_FILE, text.encode())
+            write_sums(folder, [WEIGHTS_FILE, METADATA_FILE])
+            if new_checkpoint_in_version:
+                _rename_into_place(staging, version_dir / timestamp, _checkpoint_exists)
+            else:
+                _rename_into_place(
+                    staging, version_dir, lambda: self._version_taken(model_name, version)
+                )
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return Checkpoint(path=final, metadata=metadata, state=None)
+        return Checkpoint(path=version_dir / timestamp, metadata=metadata, state=None)
+
+    def _version_taken(self, model_name: str, version: str) -> ArtifactExistsError:
+        version_dir = self.root / model_name / version
+        if not self.timestamps(model_name, version):
+            return ArtifactExistsError(
+                f"version {version!r} of {model_name!r} holds no checkpoint yet but is being "
+                f"written ({str(version_dir)!r} is not empty): another process is saving it, or "
+                "a killed save left staging folders there (see stale_staging())."
+            )
+        return ArtifactExistsError(
+            f"version {version!r} of {model_name!r} already exists in {str(version_dir)!r}; "
+            "choose a new version name (checkpoints are never overwritten), or pass "
+            "new_checkpoint_in_version=True to add a newer checkpoint beside it."
+        )
+
+    def stale_staging(self, *, older_than: float | None = None) -> list[Path]:
+        """Staging folders left by saves that were killed part-way (see
+        :func:`mlcourse.integrity.stale_staging_dirs`): never visible as checkpoints, but
+        they take space. ``older_than`` defaults to the start of this process."""
+        if not self.root.is_dir():
+            return []
+        folders = [p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
+        folders += [v for m in folders for v in m.iterdir() if v.is_dir() and not v.is_symlink()]
+        return sorted(
+            stale
+            for folder in folders
+            for stale in stale_staging_dirs(folder, older_than=older_than)
+        )
+
+    def remove_stale_staging(self, *, older_than: float | None = None) -> list[Path]:
+        """Delete what :meth:`stale_staging` finds and return the folders removed."""
+        removed = self.stale_staging(older_than=older_than)
+        for folder in removed:
+            shutil.rmtree(folder)
+        return removed
 
     def timestamps(self, model_name: str, version: str) -> list[str]:
         """Timestamps of the checkpoints of a version, oldest first."""
@@ -177,7 +216,11 @@ class ArtifactStore:
         folder = self.root / model_name
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if self.timestamps(model_name, p.name))
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and self.timestamps(model_name, p.name)
+        )
 
     def load(
         self,
@@ -218,14 +261,49 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_dir():
         raise ArtifactNotFoundError(f"checkpoint folder {str(path)!r} does not exist.")
+    metadata = verify_checkpoint(path)
+    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    return Checkpoint(path=path, metadata=metadata, state=state)
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a checkpoint folder's files against its ``SHA256SUMS``; return its metadata.
+
+    Reads no tensors. Raises :class:`ArtifactNotFoundError` if the folder is missing and
+    :class:`~mlcourse.integrity.ChecksumError` for any damage: a missing, changed or
+    unlisted file, or metadata that does not parse or names other weights.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactNotFoundError(f"checkpoint folder {str(path)!r} does not exist.")
     sums = verify_sums(path, [WEIGHTS_FILE, METADATA_FILE])
-    metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-    if metadata.get("files", {}).get(WEIGHTS_FILE) != sums[WEIGHTS_FILE]:
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ChecksumError(f"{METADATA_FILE} in {str(path)!r} does not parse: {error}.") from None
+    files = metadata.get("files") if isinstance(metadata, dict) else None
+    if not isinstance(files, dict) or files.get(WEIGHTS_FILE) != sums[WEIGHTS_FILE]:
         raise ChecksumError(
             f"{METADATA_FILE} in {str(path)!r} names other weights than SHA256SUMS."
         )
-    state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
-    return Checkpoint(path=path, metadata=metadata, state=state)
+    return metadata
+
+
+def _checkpoint_exists() -> ArtifactExistsError:
+    return ArtifactExistsError("a checkpoint with the same timestamp appeared; not overwriting it.")
+
+
+def _rename_into_place(staging: Path, final: Path, error: Any) -> None:
+    """Rename a finished folder to ``final``; raise ``error()`` if ``final`` holds anything.
+
+    ``rename`` replaces an *empty* folder and fails on a non-empty one, atomically.
+    """
+    try:
+        os.rename(staging, final)
+    except OSError as failure:
+        if failure.errno in (errno.EEXIST, errno.ENOTEMPTY) or final.exists():
+            raise error() from None
+        raise
 
 
 def _serialise(state: Mapping[str, Any]) -> bytes:

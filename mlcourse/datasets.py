@@ -2,8 +2,9 @@
 
 Each dataset lives in ``datasets/<name>/`` with its arrays (``.npz``), a ``dataset.json``
 (name, version, what each array holds), a ``data_card.md`` and a ``SHA256SUMS``
-manifest. :func:`load_dataset` checks every checksum before reading a byte of data and
-never unpickles anything. Set ``MLCOURSE_DATA_DIR`` to read datasets from elsewhere.
+manifest. :func:`load_dataset` checks every checksum before reading a byte of data (the
+``dataset.json`` manifest included: it is verified before it is parsed) and never
+unpickles anything. Set ``MLCOURSE_DATA_DIR`` to read datasets from elsewhere.
 
 Example:
     >>> digits = load_dataset("digits")
@@ -17,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlcourse.config_files import load_config_file
 from mlcourse.integrity import ChecksumError, verify_sums
 from mlcourse.splits import DEFAULT_SALT, hash_split
 from mlcourse.validation import check_choice
@@ -34,6 +35,7 @@ from mlcourse.validation import check_choice
 DATA_DIR_ENV = "MLCOURSE_DATA_DIR"
 INFO_FILE = "dataset.json"
 CARD_FILE = "data_card.md"
+INFO_KEYS = ("name", "version", "file", "arrays")
 
 
 def data_dir() -> Path:
@@ -86,7 +88,8 @@ def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> Sh
     root = Path(root) if root is not None else data_dir()
     check_choice("dataset", name, available_datasets(root))
     folder = root / name
-    info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    verify_sums(folder, [INFO_FILE])  # the manifest is trusted only once verified
+    info = _read_info(folder / INFO_FILE)
     data_file = info["file"]
     sums = verify_sums(folder, [data_file, INFO_FILE, CARD_FILE])
     with np.load(folder / data_file, allow_pickle=False) as archive:
@@ -104,6 +107,25 @@ def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None) -> Sh
         info=info,
         card_path=folder / CARD_FILE,
     )
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """Parse a verified ``dataset.json`` and check the fields the loader relies on."""
+    info = load_config_file(path)
+    missing = [key for key in INFO_KEYS if key not in info]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} lacks {', '.join(repr(k) for k in missing)}; it must name "
+            f"{', '.join(repr(k) for k in INFO_KEYS)}."
+        )
+    file = info["file"]
+    if not isinstance(file, str) or Path(file).name != file or file.startswith("."):
+        raise ValueError(
+            f"{str(path)!r}: 'file' must be the name of a file beside dataset.json, got {file!r}."
+        )
+    if not isinstance(info["arrays"], dict):
+        raise ValueError(f"{str(path)!r}: 'arrays' must be a mapping of array name to description.")
+    return info
 
 
 def digits_tensors(

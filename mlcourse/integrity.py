@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 SUMS_FILE = "SHA256SUMS"
+STAGING_SUFFIX = ".partial"
 _CHUNK = 1 << 20
+_LOADED_AT = time.time()  # no staging folder of this process can be older
+# ``.{label}.{writer pid}.{mkdtemp's 8 random characters}.partial``
+_STAGING_PID = re.compile(r"\.(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.partial$")
 
 
 class ChecksumError(RuntimeError):
@@ -112,7 +118,14 @@ def parse_sums(text: str, *, source: str = SUMS_FILE) -> dict[str, str]:
             raise ChecksumError(
                 f"{source} line {number} is malformed: {line!r}; expected '<64 hex digits>  <file>'."
             )
-        sums[name.lstrip("*")] = digest.lower()
+        name = name.lstrip("*")
+        parts = PurePosixPath(name).parts
+        if not parts or name.startswith("/") or ".." in parts or name.strip() == ".":
+            raise ChecksumError(
+                f"{source} line {number} lists {name!r}; entries must name a file inside the "
+                "folder, e.g. 'weights.pt' or 'data/train.npz'."
+            )
+        sums[name] = digest.lower()
     return sums
 
 
@@ -154,3 +167,74 @@ def verify_sums(
                 f"found {actual}. The file is corrupted or was changed after it was recorded."
             )
     return {name: sums[name] for name in wanted}
+
+
+# --- staging folders: where a folder is built before it is renamed into place -------------------
+
+
+def make_staging_dir(parent: str | os.PathLike[str], label: str) -> Path:
+    """Create ``parent/.{label}.{pid}.{random}.partial`` with normal permissions.
+
+    Build a folder in it, then rename it into place: readers never see half of it. The
+    writer's process id in the name tells :func:`stale_staging_dirs` whether the writer
+    is still alive.
+
+    Example:
+        >>> import tempfile
+        >>> staging = make_staging_dir(tempfile.mkdtemp(), "v1")
+        >>> staging.name.startswith(".v1.") and staging.name.endswith(".partial")
+        True
+    """
+    staging = tempfile.mkdtemp(prefix=f".{label}.{os.getpid()}.", suffix=STAGING_SUFFIX, dir=parent)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
+    return Path(staging)
+
+
+def stale_staging_dirs(
+    parent: str | os.PathLike[str], *, older_than: float | None = None
+) -> list[Path]:
+    """Staging folders in ``parent`` that no writer will finish, oldest name first.
+
+    A staging folder is stale when it was last changed before ``older_than`` (default: when
+    this process loaded this module, before it could stage anything) *and* the process
+    that made it is no longer running (a save killed part-way). Both must hold, so a save
+    under way, in this process or another, is never touched.
+
+    Example:
+        >>> import tempfile, time
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = make_staging_dir(folder, "v1")  # this process is alive: not stale
+        >>> stale_staging_dirs(folder, older_than=time.time() + 60)
+        []
+    """
+    import psutil
+
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    cutoff = _LOADED_AT if older_than is None else older_than
+    stale = []
+    for path in sorted(parent.iterdir()):
+        if not (path.name.startswith(".") and path.name.endswith(STAGING_SUFFIX)):
+            continue
+        if not path.is_dir() or path.is_symlink() or path.stat().st_mtime >= cutoff:
+            continue
+        writer = _STAGING_PID.search(path.name)
+        if writer is not None and psutil.pid_exists(int(writer["pid"])):
+            continue
+        stale.append(path)
+    return stale
+
+
+def staging_label(path: str | os.PathLike[str]) -> str | None:
+    """The label a :func:`make_staging_dir` folder was made with, or ``None`` for other names.
+
+    Example:
+        >>> staging_label(".run-1.4242.abcd1234.partial"), staging_label("run-1")
+        ('run-1', None)
+    """
+    name = Path(path).name
+    found = _STAGING_PID.search(name)
+    if not name.startswith(".") or found is None:
+        return None
+    return name[1 : found.start()]

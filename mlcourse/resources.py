@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -176,30 +174,18 @@ class ResourceConfig:
 
 
 def load_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a JSON or YAML file whose top level is a mapping.
+    """Load a JSON or YAML file whose top level is a mapping (see
+    :func:`mlcourse.config_files.load_config_file`: duplicate keys are refused).
 
     Example:
         >>> load_mapping("config.toml")
         Traceback (most recent call last):
         ...
-        ValueError: config file 'config.toml' has suffix '.toml'; expected one of '.json', '.yaml', '.yml'.
+        mlcourse.config_files.ConfigFileError: config file 'config.toml': the file has suffix '.toml'; expected one of '.json', '.yaml', '.yml'.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".yaml", ".yml"):
-        raise ValueError(
-            f"config file {str(path)!r} has suffix {suffix!r}; expected one of '.json', '.yaml', '.yml'."
-        )
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    from mlcourse.config_files import load_config_file
 
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level.")
-    return data
+    return load_config_file(path)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ import json
 import math
 import os
 import random
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,8 +50,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlcourse.artifacts import ArtifactStore, Checkpoint, load_checkpoint
-from mlcourse.integrity import atomic_write_text, current_umask, sha256_bytes
+from mlcourse.artifacts import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    Checkpoint,
+    load_checkpoint,
+    verify_checkpoint,
+)
+from mlcourse.config_files import ConfigFileError, load_config_file
+from mlcourse.integrity import (
+    ChecksumError,
+    atomic_write_text,
+    make_staging_dir,
+    sha256_bytes,
+    staging_label,
+    stale_staging_dirs,
+)
 from mlcourse.resources import Resources, ResourceUnavailableError, resolve
 from mlcourse.runrecord import collect_run_record, git_info
 from mlcourse.seeding import make_generator, seed_everything, seed_worker
@@ -113,34 +129,55 @@ class RunPaths:
         return ArtifactStore(self.checkpoints)
 
 
+def run_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The run's checkpoint folders, newest first (by their timestamp), unverified.
+
+    Example:
+        >>> run_checkpoints("no/such/run")
+        []
+    """
+    root = RunPaths(Path(run_dir)).checkpoints
+    if not root.is_dir():
+        return []
+    folders = [
+        stamp
+        for model in root.iterdir()
+        if model.is_dir() and not model.name.startswith(".")
+        for version in model.iterdir()
+        if version.is_dir() and not version.name.startswith(".")
+        for stamp in version.iterdir()
+        if stamp.is_dir() and not stamp.name.startswith(".")
+    ]
+    return sorted(folders, key=lambda p: (p.name, str(p)), reverse=True)
+
+
 def latest_checkpoint(run_dir: str | os.PathLike[str], *, load: bool = True) -> Checkpoint | None:
-    """The run's checkpoint with the highest step (verified and loaded), or ``None``.
+    """The run's newest checkpoint, verified (and its tensors loaded), or ``None``.
+
+    Raises :class:`~mlcourse.integrity.ChecksumError` if the newest checkpoint is damaged.
 
     Example:
         >>> latest_checkpoint("no/such/run") is None
         True
     """
-    store = RunPaths(Path(run_dir)).store()
-    best: tuple[int, Path] | None = None
-    if not store.root.is_dir():
-        return None
-    for model_dir in sorted(p for p in store.root.iterdir() if p.is_dir()):
-        for version in store.versions(model_dir.name):
-            for stamp in store.timestamps(model_dir.name, version):
-                folder = model_dir / version / stamp
-                try:
-                    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-                    step = int(meta["metrics"]["step"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue  # unreadable metadata: load_checkpoint would reject it anyway
-                if best is None or (step, str(folder)) >= (best[0], str(best[1])):
-                    best = (step, folder)
-    if best is None:
+    folders = run_checkpoints(run_dir)
+    if not folders:
         return None
     if not load:
-        meta = json.loads((best[1] / "metadata.json").read_text(encoding="utf-8"))
-        return Checkpoint(path=best[1], metadata=meta, state=None)
-    return load_checkpoint(best[1])
+        return Checkpoint(path=folders[0], metadata=verify_checkpoint(folders[0]), state=None)
+    return load_checkpoint(folders[0])
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be trusted, or ``None`` if it verifies."""
+    try:
+        metadata = verify_checkpoint(folder)
+        int(metadata["metrics"]["step"])
+    except (ChecksumError, ArtifactNotFoundError) as error:
+        return str(error)
+    except (KeyError, TypeError, ValueError):
+        return f"metadata.json in {_show(folder)!r} records no step."
+    return None
 
 
 # --- data and model ---------------------------------------------------------------------------
@@ -341,6 +378,32 @@ class RunPlan:
     data: DataSplits
     mode: str  # "start" | "resume" | "done"
     argv: list[str] = field(default_factory=list)
+    resume_from: Path | None = None  # a checkpoint chosen with --resume-from
+
+
+class ResumeRefused(RuntimeError):
+    """A run cannot be resumed (or re-verified) as it is; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: a verified checkpoint (``None``: from step 0) and
+    the newer checkpoints passed over, each with the reason."""
+
+    checkpoint: Checkpoint | None
+    skipped: tuple[tuple[Path, str], ...] = ()
+
+    def as_record(self, root: Path) -> dict[str, Any] | None:
+        if self.checkpoint is None:
+            return None
+        return {
+            "checkpoint": self.checkpoint.path.relative_to(root).as_posix(),
+            "step": self.checkpoint.metadata["metrics"]["step"],
+            "skipped": [
+                {"checkpoint": path.relative_to(root).as_posix(), "problem": problem}
+                for path, problem in self.skipped
+            ],
+        }
 
 
 class TrainingDiverged(RuntimeError):
@@ -554,15 +617,30 @@ def run_training(
     config, paths = plan.config, plan.paths
     started = time.perf_counter()
     if plan.mode == "done":
-        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
-        _say(out, f"run {plan.name!r} already finished; nothing to do ({_show(paths.root)}).")
+        summary = _verify_finished(plan)
+        _say(
+            out,
+            f"run {plan.name!r} already finished and verified; nothing to do "
+            f"({_show(paths.root)}).",
+        )
         return summary
 
-    resume_from = latest_checkpoint(paths.root) if plan.mode == "resume" else None
+    point = _resume_point(plan) if plan.mode == "resume" else ResumePoint(None)
+    removed = _remove_stale_staging(plan, runs_dir)
+    for folder in removed:
+        _say(
+            out,
+            f"removed stale staging folder {_show(folder)} (left by a save that was killed "
+            "part-way)",
+        )
+    if point.skipped:
+        _say(out, _describe_fallback(point))
+    staging = [_relative(folder, paths.root) for folder in removed]
     if plan.mode == "start":
-        _create_run_dir(plan)
+        _create_run_dir(plan, staging)
     else:
-        _record_session(plan, resume_from)
+        _record_session(plan, point, staging)
+    resume_from = point.checkpoint
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -755,32 +833,27 @@ def run_training(
     return summary
 
 
-def _create_run_dir(plan: RunPlan) -> None:
+def _create_run_dir(plan: RunPlan, removed_staging: list[str]) -> None:
     """Write config and run record into a fresh folder, then move it into place."""
-    import tempfile
-
     import yaml
 
     parent = plan.paths.root.parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", suffix=".partial", dir=parent))
+    staging = make_staging_dir(parent, plan.name)
     try:
         atomic_write_text(
             staging / plan.paths.config.name, yaml.safe_dump(plan.config.to_dict(), sort_keys=False)
         )
-        _session_record(plan).save(staging / plan.paths.record.name)
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
+        _session_record(plan, 0, removed_staging).save(staging / plan.paths.record.name)
         if plan.paths.root.exists():
             raise FileExistsError(f"run directory {str(plan.paths.root)!r} appeared meanwhile.")
         os.rename(staging, plan.paths.root)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _session_record(plan: RunPlan, session: int = 0) -> Any:
+def _session_record(plan: RunPlan, session: int, removed_staging: list[str]) -> Any:
     record = collect_run_record(
         seeds={"seed": plan.config.seed, "deterministic": plan.config.deterministic},
         resources=plan.resources,
@@ -788,18 +861,129 @@ def _session_record(plan: RunPlan, session: int = 0) -> Any:
         hyperparameters=plan.config.to_dict(),
     )
     record["run"] = {"name": plan.name, "session": session, "command": list(plan.argv)}
+    if removed_staging:
+        record["run"]["removed_staging"] = removed_staging
     return record
 
 
-def _record_session(plan: RunPlan, resume_from: Checkpoint | None) -> None:
+def _record_session(plan: RunPlan, point: ResumePoint, removed_staging: list[str]) -> None:
     session = 1
     while (plan.paths.root / f"run_record.resume-{session}.json").exists():
         session += 1
-    record = _session_record(plan, session)
-    record["run"]["resumed_from_step"] = (
-        resume_from.metadata["metrics"]["step"] if resume_from is not None else 0
-    )
+    record = _session_record(plan, session, removed_staging)
+    record["run"]["resumed_from"] = point.as_record(plan.paths.root)
     record.save(plan.paths.root / f"run_record.resume-{session}.json")
+
+
+# --- resuming: find a verified checkpoint, or refuse and say what to do ----------------------
+
+
+def _resume_point(plan: RunPlan) -> ResumePoint:
+    """The verified checkpoint a resumed run continues from; refuse on any damage."""
+    folders = run_checkpoints(plan.paths.root)
+    if plan.resume_from is not None:
+        chosen = plan.resume_from
+        problem = checkpoint_problem(chosen)
+        if problem is not None:
+            what = f"cannot resume run {plan.name!r} from {_show(chosen)}: it is damaged: {problem}"
+            raise ResumeRefused(_refusal(plan, what, [f for f in folders if f != chosen]))
+        newer = folders[: folders.index(chosen)]
+        skipped = tuple(
+            (f, checkpoint_problem(f) or "verified, but --resume-from chose an older one")
+            for f in newer
+        )
+        return ResumePoint(load_checkpoint(chosen), skipped)
+    if not folders:
+        return ResumePoint(None)
+    problem = checkpoint_problem(folders[0])
+    if problem is not None:
+        what = (
+            f"cannot resume run {plan.name!r}: its newest checkpoint {_show(folders[0])} is "
+            f"damaged: {problem}"
+        )
+        raise ResumeRefused(_refusal(plan, what, folders[1:]))
+    return ResumePoint(load_checkpoint(folders[0]))
+
+
+def _verify_finished(plan: RunPlan) -> dict[str, Any]:
+    """Re-verify a finished run: its summary and the final checkpoint it names."""
+    paths = plan.paths
+    folders = run_checkpoints(paths.root)
+    try:
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+        final, expected = paths.root / summary["checkpoint"], summary["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        what = (
+            f"run {plan.name!r} is finished, but its summary {_show(paths.summary)} is damaged "
+            f"({type(error).__name__}: {error})."
+        )
+        raise ResumeRefused(_refusal(plan, what, folders)) from None
+    if final not in folders:
+        problem = f"summary.json names {summary['checkpoint']!r}, not one of the run's checkpoints."
+    else:
+        problem = checkpoint_problem(final)
+        if problem is None and verify_checkpoint(final)["files"]["weights.pt"] != expected:
+            problem = "its weights are not those summary.json records."
+    if problem is not None:
+        what = (
+            f"run {plan.name!r} is finished, but its final checkpoint {_show(final)} is "
+            f"damaged: {problem}"
+        )
+        raise ResumeRefused(_refusal(plan, what, [f for f in folders if f != final]))
+    return summary
+
+
+def _refusal(plan: RunPlan, what: str, candidates: Sequence[Path]) -> str:
+    """``what`` went wrong, plus the newest verified checkpoint and the command to use it."""
+    verified = next((f for f in candidates if checkpoint_problem(f) is None), None)
+    if verified is None:
+        command = _command(plan, run_name=f"{plan.name}-2")
+        return (
+            f"{what}\nNo verified checkpoint is left (no verified checkpoint to resume from). "
+            f"Start the run again under a new name:\n  {command}"
+        )
+    step = verify_checkpoint(verified)["metrics"]["step"]
+    return (
+        f"{what}\nThe newest verified checkpoint is {_show(verified)} (step {step}). To resume "
+        f"from it (the steps after it are trained again):\n  "
+        f"{_command(plan, run_name=plan.name, resume_from=verified)}"
+    )
+
+
+def _command(plan: RunPlan, *, run_name: str, resume_from: Path | None = None) -> str:
+    """The command line that continues (or restarts) ``plan`` from its saved config."""
+    argv = ["mlcourse-train", "--config", _show(plan.paths.config)]
+    argv += ["--runs-dir", _show(plan.paths.root.parent), "--run-name", run_name]
+    if resume_from is not None:
+        argv += ["--resume-from", _show(resume_from)]
+    return shlex.join(argv)
+
+
+def _describe_fallback(point: ResumePoint) -> str:
+    assert point.checkpoint is not None
+    lines = [
+        f"falling back to {_show(point.checkpoint.path)} "
+        f"(step {point.checkpoint.metadata['metrics']['step']}), passing over:"
+    ]
+    lines += [f"  {_show(path)}: {problem}" for path, problem in point.skipped]
+    return "\n".join(lines)
+
+
+def _remove_stale_staging(plan: RunPlan, runs_dir: Path) -> list[Path]:
+    """Remove staging folders that killed processes left for this run (its run folder's
+    and its checkpoints'); return them."""
+    removed = plan.paths.store().remove_stale_staging()
+    for folder in stale_staging_dirs(runs_dir):
+        if staging_label(folder) == plan.name:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
+
+
+def _relative(path: Path, root: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return path.relative_to(root).as_posix()
+    return path.name
 
 
 def _append_metrics(path: Path, row: Mapping[str, Any]) -> None:
@@ -809,6 +993,8 @@ def _append_metrics(path: Path, row: Mapping[str, Any]) -> None:
 
 
 def _write_summary(plan: RunPlan, final: Checkpoint, seconds: float) -> dict[str, Any]:
+    """Write ``summary.json``; it is replaced only when a finished run was redone from a
+    checkpoint chosen with ``--resume-from``."""
     metrics = final.metadata["metrics"]
     sessions = 1 + sum(1 for _ in plan.paths.root.glob("run_record.resume-*.json"))
     summary = {
@@ -826,7 +1012,8 @@ def _write_summary(plan: RunPlan, final: Checkpoint, seconds: float) -> dict[str
         "sessions": sessions,
         "last_session_seconds": round(seconds, 3),
     }
-    atomic_write_text(plan.paths.summary, json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write_text(plan.paths.summary, text, overwrite=plan.resume_from is not None)
     return summary
 
 
@@ -907,6 +1094,11 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
     problems: list[str] = []
     plans: list[RunPlan] = []
     data_cache: dict[DataConfig, DataSplits] = {}
+    if args.resume_from is not None and len(configs) > 1:
+        raise ConfigError(
+            [f"--resume-from resumes one run, but this command makes {len(configs)} runs."],
+            source=str(args.config),
+        )
     for suffix, config in configs:
         name = (args.run_name or config.name) + suffix
         if not NAME_PATTERN.match(name):
@@ -921,15 +1113,23 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
             problems.append(f"{name}: {error}")
             continue
         paths = RunPaths(runs_dir / name)
-        mode = "start"
+        mode, chosen = "start", None
+        if args.resume_from is not None:
+            chosen = _chosen_checkpoint(paths, name, Path(args.resume_from))
+            if chosen is None:
+                problems.append(
+                    f"--resume-from {args.resume_from!r} is not a checkpoint of run {name!r}; "
+                    f"its checkpoints are the folders under {_show(paths.checkpoints)}/."
+                )
+                continue
         if paths.root.exists():
-            if not args.resume:
+            if not (args.resume or chosen):
                 problems.append(
                     f"run directory {_show(paths.root)!r} already exists and runs are never "
                     "overwritten; pass --resume to continue it, or --run-name to start a new run."
                 )
                 continue
-            mode = "done" if paths.summary.exists() else "resume"
+            mode = "done" if paths.summary.exists() and chosen is None else "resume"
             problems += _compare_saved_config(paths, config)
         if config.data not in data_cache:
             data_cache[config.data] = load_data(config.data)
@@ -940,7 +1140,7 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
                 f"batch_size={config.batch_size} is larger than the {n_train} "
                 f"training examples of {data.reference['name']!r}."
             )
-        plans.append(RunPlan(name, paths, config, resources, data, mode, list(argv)))
+        plans.append(RunPlan(name, paths, config, resources, data, mode, list(argv), chosen))
     names = [p.name for p in plans]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -950,12 +1150,21 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
     return plans
 
 
-def _compare_saved_config(paths: RunPaths, config: TrainConfig) -> list[str]:
-    import yaml
+def _chosen_checkpoint(paths: RunPaths, name: str, given: Path) -> Path | None:
+    """The checkpoint folder of the run that ``--resume-from`` names, or ``None``."""
+    if not given.is_dir():
+        return None
+    wanted = given.resolve()
+    return next((f for f in run_checkpoints(paths.root) if f.resolve() == wanted), None)
 
+
+def _compare_saved_config(paths: RunPaths, config: TrainConfig) -> list[str]:
     if not paths.config.exists():
         return [f"{_show(paths.root)!r} is not a run directory (no config.yaml); not touching it."]
-    saved = flatten(yaml.safe_load(paths.config.read_text(encoding="utf-8")) or {})
+    try:
+        saved = flatten(load_config_file(paths.config))
+    except ConfigFileError as error:
+        return [f"cannot resume {_show(paths.root)!r}: its saved config is damaged: {error}"]
     now = config.flat()
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if not changed:
@@ -999,6 +1208,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue existing runs from their newest checkpoint"
+    )
+    parser.add_argument(
+        "--resume-from",
+        metavar="CHECKPOINT",
+        help="continue one run from this checkpoint folder of it (an older one, when the "
+        "newest is damaged)",
     )
     parser.add_argument(
         "--mlflow",
@@ -1067,6 +1282,9 @@ def main(argv: list[str] | None = None) -> int:
         for plan in plans:
             try:
                 run_training(plan, runs_dir=runs_dir, progress=progress, quiet=args.quiet)
+            except ResumeRefused as error:
+                failed += 1
+                print(f"mlcourse-train: {error}", file=sys.stderr)
             except KeyboardInterrupt:
                 print(
                     f"\ninterrupted: run {plan.name!r} stopped; continue it with the same "

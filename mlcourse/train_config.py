@@ -26,10 +26,15 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from mlcourse.resources import ResourceConfig, load_mapping
+from mlcourse.config_files import (
+    ConfigFileError,
+    ConfigSyntaxError,
+    load_config_file,
+    parse_config_text,
+)
+from mlcourse.resources import ResourceConfig
 from mlcourse.synthetic import CLASSIFICATION_KINDS
 from mlcourse.validation import check_bool, check_choice, check_float, check_int
 
@@ -290,31 +295,27 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a config file's mapping, turning every failure into a :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"config file {str(path)!r} does not exist."])
+    """Load a config file's mapping (:func:`mlcourse.config_files.load_config_file`),
+    turning every failure into a :class:`ConfigError`."""
     try:
-        return load_mapping(path)
-    except ValueError as error:  # wrong suffix, not a mapping, JSON syntax
-        raise ConfigError([str(error)], source=str(path)) from None
-    except Exception as error:  # YAML syntax errors
-        message = " ".join(str(error).split())
-        raise ConfigError([f"cannot parse the file: {message}"], source=str(path)) from None
+        return load_config_file(path)
+    except ConfigFileError as error:
+        raise ConfigError(error.problems, source=str(path)) from None
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, *, source: str = "override") -> Any:
     """Read an override's value as YAML: ``0.05`` -> float, ``[64, 32]`` -> list, ``adam`` -> str.
+
+    Text that is not YAML stays text; YAML that breaks the config rules (a repeated key)
+    raises :class:`~mlcourse.config_files.ConfigFileError`.
 
     Example:
         >>> parse_value("0.05"), parse_value("[64, 32]"), parse_value("adam"), parse_value("true")
         (0.05, [64, 32], 'adam', True)
     """
-    import yaml
-
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return parse_config_text(text, kind="yaml", source=source)
+    except ConfigSyntaxError:
         return text
 
 
@@ -334,7 +335,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
             problems.append(f"override {item!r} must look like key=value, e.g. optimizer.lr=0.05.")
             continue
         try:
-            _set_dotted(result, key, parse_value(text))
+            _set_dotted(result, key, parse_value(text, source=f"--set {key}"))
         except ValueError as error:
             problems.append(str(error))
     if problems:
@@ -360,11 +361,16 @@ def expand_sweep(raw: Mapping[str, Any], sweeps: Sequence[str]) -> list[tuple[st
         if not sep or not key or not text:
             problems.append(f"sweep {item!r} must look like key=v1,v2,..., e.g. seed=0,1,2.")
             continue
-        values = (
-            parse_value(text)
-            if text.startswith("[")
-            else [parse_value(v.strip()) for v in text.split(",")]
-        )
+        where = f"--sweep {key}"
+        try:
+            values = (
+                parse_value(text, source=where)
+                if text.startswith("[")
+                else [parse_value(v.strip(), source=where) for v in text.split(",")]
+            )
+        except ConfigFileError as error:
+            problems.append(str(error))
+            continue
         if not isinstance(values, list) or not values:
             problems.append(f"sweep {item!r} must list at least one value.")
             continue

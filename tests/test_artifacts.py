@@ -1,4 +1,10 @@
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -118,7 +124,14 @@ def test_failed_save_leaves_no_partial_checkpoint(tmp_path):
     with pytest.raises(ValueError):
         store.save("mlp", "v1", {"w": torch.ones(1)}, metrics={"loss": float("nan")})
     assert store.timestamps("mlp", "v1") == []
-    assert [p for p in (tmp_path / "mlp" / "v1").iterdir()] == []
+    assert list((tmp_path / "mlp").rglob("*")) == [], "no staging folder, no claimed version"
+    store.save("mlp", "v1", {"w": torch.ones(1)})  # the version is still free
+    store.save("mlp", "v1", {"w": torch.ones(1)}, new_checkpoint_in_version=True)
+    with pytest.raises(ValueError):
+        store.save("mlp", "v1", {"w": torch.ones(1)}, metrics={"loss": float("inf")},
+                   new_checkpoint_in_version=True)  # fmt: skip
+    assert len(store.timestamps("mlp", "v1")) == 2
+    assert not [p for p in (tmp_path / "mlp").rglob("*.partial")]
 
 
 def test_missing_and_bad_names(tmp_path):
@@ -132,3 +145,107 @@ def test_missing_and_bad_names(tmp_path):
         store.save("../evil", "v1", {})
     with pytest.raises(TypeError, match="state must be a mapping"):
         store.save("mlp", "v3", [1, 2])
+
+
+# --- a version is claimed atomically (issue 11) -----------------------------------------------
+
+
+def _save_when_all_are_ready(root, barrier, outcomes, state) -> None:
+    store = ArtifactStore(root)
+    barrier.wait()
+    try:
+        store.save("mlp", "v1", state)
+        outcomes.put("saved")
+    except ArtifactExistsError:
+        outcomes.put("exists")
+    except BaseException as error:  # anything else is a bug the test must show
+        outcomes.put(f"{type(error).__name__}: {error}")
+
+
+def test_simultaneous_writers_of_a_new_version_get_exactly_one_winner(tmp_path):
+    """Real processes released together by a barrier: exactly one creates the version,
+    every other one gets ArtifactExistsError, and the version holds one checkpoint."""
+    context = multiprocessing.get_context("fork")
+    state = {"w": torch.zeros(256, 1024)}  # 1 MiB: writers overlap while serialising it
+    writers = 3
+    for trial in range(12):
+        root = tmp_path / f"trial{trial}"
+        barrier, outcomes = context.Barrier(writers), context.Queue()
+        processes = [
+            context.Process(target=_save_when_all_are_ready, args=(root, barrier, outcomes, state))
+            for _ in range(writers)
+        ]
+        for process in processes:
+            process.start()
+        results = sorted(outcomes.get(timeout=60) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+        assert results == ["exists"] * (writers - 1) + ["saved"], f"trial {trial}: {results}"
+        store = ArtifactStore(root)
+        assert len(store.timestamps("mlp", "v1")) == 1, f"trial {trial}"
+        assert not list(root.rglob("*.partial")), "losers leave no staging folder"
+        assert torch.equal(store.load("mlp", "v1").state["w"], state["w"])
+
+
+# --- a save killed part-way leaves a staging folder the store finds (issue 11) -----------------
+
+
+def _save_forever(root, version, state) -> None:
+    ArtifactStore(root).save("mlp", version, state, new_checkpoint_in_version=True)
+
+
+def kill_mid_save(root, version: str = "v1", model: str = "mlp"):
+    """SIGKILL a real process while it saves a large checkpoint into ``root``; return the
+    staging folder it leaves behind."""
+    state = {"w": torch.zeros(48 * 2**20 // 4)}  # 48 MiB: a save long enough to catch
+    writer = multiprocessing.get_context("fork").Process(
+        target=ArtifactStore(root).save,
+        args=(model, version, state),
+        kwargs={"new_checkpoint_in_version": True},
+    )
+    writer.start()
+    deadline = time.monotonic() + 60
+    while not list(root.rglob("*.partial")):
+        assert writer.is_alive(), "the writer finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.0005)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(timeout=30)
+    assert writer.exitcode == -signal.SIGKILL
+    (staging,) = root.rglob("*.partial")
+    return staging
+
+
+def test_staging_left_by_a_killed_save_is_found_and_removed(tmp_path):
+    store = ArtifactStore(tmp_path)
+    kept = store.save("mlp", "v1", {"w": torch.ones(1)})
+    staging = kill_mid_save(tmp_path)
+    assert store.timestamps("mlp", "v1") == [kept.path.name], "no half checkpoint is visible"
+    # A folder made after this process started may belong to a save still under way
+    # (in this process or another): it is not stale for this process...
+    assert store.stale_staging() == []
+    # ...but it is for one started later, since its writer is dead.
+    assert store.stale_staging(older_than=time.time() + 1) == [staging]
+    script = (
+        "import sys; from mlcourse.artifacts import ArtifactStore; "
+        "print([p.name for p in ArtifactStore(sys.argv[1]).remove_stale_staging()])"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert out.strip() == repr([staging.name])
+    assert not staging.exists()
+    assert store.load("mlp", "v1").path == kept.path
+
+
+def test_staging_of_a_live_writer_is_never_stale(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.save("mlp", "v1", {"w": torch.ones(1)})
+    alive = tmp_path / "mlp" / "v1" / f".20990101T000000.000000Z.{os.getpid()}.abcdefgh.partial"
+    alive.mkdir()
+    os.utime(alive, (0, 0))
+    assert store.stale_staging(older_than=time.time() + 1) == []
+    dead = tmp_path / "mlp" / ".v2.20990101T000000.000000Z.abcdefgh.partial"  # no pid: unknown
+    dead.mkdir()
+    os.utime(dead, (0, 0))
+    assert store.remove_stale_staging() == [dead]
+    assert alive.exists() and not dead.exists()

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -73,3 +74,71 @@ def test_digits_tensors_split_is_disjoint_and_fixed():
     assert sizes == {"train": 1107, "val": 374, "test": 316}  # fixed by the ids, forever
     X, _ = parts["train"]
     assert X.shape[1] == 64 and float(X.min()) >= 0.0 and float(X.max()) <= 1.0
+
+
+# --- dataset.json is verified before it is parsed (issue 11) ----------------------------------
+
+
+def test_flipped_byte_in_the_manifest_is_a_checksum_error_naming_it(digits_copy):
+    info = digits_copy / "digits" / "dataset.json"
+    data = bytearray(info.read_bytes())
+    data[0] ^= 0xFF
+    info.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"checksum mismatch for .*dataset.json"):
+        load_dataset("digits", root=digits_copy)
+
+
+def test_renamed_manifest_key_is_a_checksum_error_not_a_key_error(digits_copy):
+    info = digits_copy / "digits" / "dataset.json"
+    info.write_text(info.read_text().replace('"file"', '"fild"'))
+    with pytest.raises(ChecksumError, match=r"checksum mismatch for .*dataset.json"):
+        load_dataset("digits", root=digits_copy)
+
+
+def rewrite_manifest(folder, text: str) -> None:
+    """Replace dataset.json *and* its checksum: a consistent but hostile dataset folder."""
+    from mlcourse.integrity import write_sums
+
+    (folder / "dataset.json").write_text(text)
+    (folder / "SHA256SUMS").unlink()
+    write_sums(folder, ["data_card.md", "dataset.json", "digits.npz"])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda info: {k: v for k, v in info.items() if k != "file"},
+         "dataset.json' lacks 'file'; it must name 'name', 'version', 'file', 'arrays'"),
+        (lambda info: {**info, "file": "../digits/digits.npz"},
+         "'file' must be the name of a file beside dataset.json, got '../digits/digits.npz'"),
+        (lambda info: {**info, "arrays": "images"}, "'arrays' must be a mapping"),
+    ],
+)  # fmt: skip
+def test_consistent_but_malformed_manifest_is_refused_by_name(digits_copy, change, expected):
+    folder = digits_copy / "digits"
+    info = json.loads((folder / "dataset.json").read_text())
+    rewrite_manifest(folder, json.dumps(change(info)))
+    with pytest.raises(ValueError, match=expected):
+        load_dataset("digits", root=digits_copy)
+
+
+def test_manifest_with_duplicate_keys_is_refused(digits_copy):
+    from mlcourse.config_files import ConfigFileError
+
+    folder = digits_copy / "digits"
+    text = (folder / "dataset.json").read_text()
+    rewrite_manifest(
+        folder, text.replace('"version": "1.0.0",', '"version": "1.0.0",\n  "version": "9",')
+    )
+    with pytest.raises(ConfigFileError, match="key 'version' appears twice"):
+        load_dataset("digits", root=digits_copy)
+
+
+def test_a_manifest_not_listed_in_the_sums_is_refused(digits_copy):
+    from mlcourse.integrity import write_sums
+
+    folder = digits_copy / "digits"
+    (folder / "SHA256SUMS").unlink()
+    write_sums(folder, ["data_card.md", "digits.npz"])
+    with pytest.raises(ChecksumError, match="'dataset.json' is not listed"):
+        load_dataset("digits", root=digits_copy)

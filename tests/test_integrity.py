@@ -74,3 +74,13 @@ def test_malformed_or_missing_manifest(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("nonsense line\n")
     with pytest.raises(ChecksumError, match="line 1 is malformed"):
         verify_sums(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/passwd", "sub/../../x", "."])
+def test_sums_cannot_point_outside_their_folder(tmp_path, name):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (tmp_path / "outside.txt").write_text("secret")
+    (folder / "SHA256SUMS").write_text(f"{'0' * 64}  {name}\n")
+    with pytest.raises(ChecksumError, match="must name a file inside the folder"):
+        verify_sums(folder)

@@ -140,6 +140,9 @@ def test_config_from_json_yaml_and_unknown_keys(tmp_path):
     (tmp_path / "e.yaml").write_text("- a list\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_mapping(tmp_path / "e.yaml")
+    (tmp_path / "f.yaml").write_text("device: cpu\nprecision: bf16\ndevice: cuda\n")
+    with pytest.raises(ValueError, match=r"key 'device' appears twice \(lines 1 and 3\)"):
+        ResourceConfig.from_file(tmp_path / "f.yaml")
 
 
 def test_config_from_argparse():

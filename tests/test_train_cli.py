@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_artifacts import kill_mid_save
 
 from mlcourse.integrity import ChecksumError
 from mlcourse.train import (
@@ -176,23 +178,157 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, capsys):
     assert snapshot(runs) == before
 
 
-def test_corrupted_checkpoint_is_refused_on_resume(tmp_path, capsys):
-    config = write_config(tmp_path, {**SMALL, "epochs": 2, "checkpoint_every": 10})
-    runs = tmp_path / "runs"
-    args = ["--config", str(config), "--runs-dir", str(runs), "--quiet"]
-    assert main(args) == EXIT_OK
-    (runs / "small" / "summary.json").unlink()  # pretend the run was interrupted at the end
-    newest = latest_checkpoint(runs / "small", load=False).path
-    weights = newest / "weights.pt"
-    data = bytearray(weights.read_bytes())
+# --- damaged runs: resume says what it found and what it did (issue 11) ------------------------
+
+
+def checkpoint_folders(run: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first (timestamps sort by time)."""
+    return sorted((run / "checkpoints").glob("*/*/[0-9]*"), key=lambda p: p.name)
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
+
+
+def suggested_command(err: str) -> list[str]:
+    """The ``mlcourse-train ...`` line a refusal prints, as argv for main()."""
+    found = re.search(r"^\s*(mlcourse-train .*--resume-from .*)$", err, flags=re.MULTILINE)
+    assert found, err
+    return shlex.split(found.group(1))[1:]
+
+
+def step_of(folder: Path) -> int:
+    return json.loads((folder / "metadata.json").read_text())["metrics"]["step"]
+
+
+@pytest.fixture
+def two_runs(tmp_path, monkeypatch):
+    """Two identical finished runs, 'whole' and 'broken', checkpointed every 10 steps."""
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, {**SMALL, "epochs": 2, "checkpoint_every": 10})
+    args = ["--config", "config.yaml", "--quiet"]
+    assert main([*args, "--run-name", "whole"]) == EXIT_OK
+    assert main([*args, "--run-name", "broken"]) == EXIT_OK
+    return args, Path("runs/broken")
+
+
+def test_corrupted_checkpoint_is_refused_naming_the_newest_verified_one(two_runs, capsys):
+    args, run = two_runs
+    (run / "summary.json").unlink()  # as if the process died just after its last save
+    *_, previous, newest = checkpoint_folders(run)
+    flip_a_byte(newest / "weights.pt")
     capsys.readouterr()
-    assert main([*args, "--resume"]) == EXIT_FAILED
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_FAILED
     err = capsys.readouterr().err
-    assert "ChecksumError" in err and "checksum mismatch" in err
+    assert "checksum mismatch" in err and newest.as_posix() in err
+    assert f"newest verified checkpoint is {previous.as_posix()} (step 60)" in err
     with pytest.raises(ChecksumError):
         load_trained_model(newest)
+
+    # the printed command resumes from the verified checkpoint; the fallback is said and recorded
+    assert main(suggested_command(err)) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"falling back to {previous.as_posix()} (step 60)" in out
+    assert newest.name in out and "checksum mismatch" in out
+    record = json.loads((run / "run_record.resume-1.json").read_text())
+    resumed = record["run"]["resumed_from"]
+    assert resumed["step"] == 60 and resumed["checkpoint"].endswith(previous.name)
+    assert [s["checkpoint"].rsplit("/", 1)[-1] for s in resumed["skipped"]] == [newest.name]
+    assert "checksum mismatch" in resumed["skipped"][0]["problem"]
+    assert_same_final_weights(run, Path("runs/whole"))
+
+
+def assert_same_final_weights(run: Path, reference: Path) -> None:
+    final = json.loads((run / "summary.json").read_text())
+    expected = json.loads((reference / "summary.json").read_text())
+    assert final["weights_sha256"] == expected["weights_sha256"]
+    assert read_metrics(run) == read_metrics(reference)
+
+
+def test_unreadable_newest_metadata_is_refused_not_silently_skipped(two_runs, capsys):
+    args, run = two_runs
+    (run / "summary.json").unlink()
+    *_, previous, newest = checkpoint_folders(run)
+    (newest / "metadata.json").write_text("{ this is no longer JSON")
+    capsys.readouterr()
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert newest.as_posix() in err and "metadata.json" in err
+    assert f"newest verified checkpoint is {previous.as_posix()} (step 60)" in err
+    assert not (run / "run_record.resume-1.json").exists(), "a refusal writes nothing"
+    assert main(suggested_command(err)) == EXIT_OK
+    assert "falling back" in capsys.readouterr().out
+    assert_same_final_weights(run, Path("runs/whole"))
+
+
+def test_finished_run_is_reverified_on_resume(two_runs, capsys):
+    args, run = two_runs
+    capsys.readouterr()
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_OK
+    assert "already finished and verified" in capsys.readouterr().out
+    *_, previous, final = checkpoint_folders(run)
+    flip_a_byte(final / "weights.pt")
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "finished, but its final checkpoint" in err and "checksum mismatch" in err
+    assert f"newest verified checkpoint is {previous.as_posix()} (step 60)" in err
+    # redoing the last steps from the verified checkpoint rebuilds the same final weights
+    assert main(suggested_command(err)) == EXIT_OK
+    assert_same_final_weights(run, Path("runs/whole"))
+    capsys.readouterr()
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_OK
+
+
+def test_damaged_summary_of_a_finished_run_is_reported(two_runs, capsys):
+    args, run = two_runs
+    (run / "summary.json").write_text('{"checkpoint": ')
+    capsys.readouterr()
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_FAILED
+    assert "summary.json" in capsys.readouterr().err
+
+
+def test_run_without_any_verified_checkpoint_is_refused(two_runs, capsys):
+    args, run = two_runs
+    (run / "summary.json").unlink()
+    for folder in checkpoint_folders(run):
+        (folder / "SHA256SUMS").unlink()
+    capsys.readouterr()
+    assert main([*args, "--run-name", "broken", "--resume"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "no verified checkpoint" in err and "--run-name" in err
+
+
+def test_resume_from_must_name_a_checkpoint_of_that_run(two_runs, capsys):
+    args, run = two_runs
+    other = checkpoint_folders(Path("runs/whole"))[0]
+    for extra, expected in (
+        (["--resume-from", str(other)], "is not a checkpoint of run 'broken'"),
+        (["--resume-from", "nowhere"], "is not a checkpoint of run 'broken'"),
+        (["--resume-from", str(checkpoint_folders(run)[0]), "--sweep", "seed=1,2"],
+         "--resume-from resumes one run"),
+    ):  # fmt: skip
+        assert main([*args, "--run-name", "broken", *extra]) == EXIT_USAGE
+        assert expected in capsys.readouterr().err
+
+
+def test_resume_removes_and_reports_staging_left_by_a_killed_save(two_runs, capsys):
+    """A process SIGKILLed while saving a checkpoint leaves a hidden staging folder; the
+    next session (a new process) removes it, says so, and records it."""
+    args, run = two_runs
+    (run / "summary.json").unlink()
+    staging = kill_mid_save(run / "checkpoints", version="broken", model="small")
+    resume = subprocess.run(
+        [sys.executable, "-m", "mlcourse.train", *args, "--run-name", "broken", "--resume",
+         "--no-progress"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr
+    assert f"removed stale staging folder {staging.as_posix()}" in resume.stdout
+    assert not staging.exists()
+    record = json.loads((run / "run_record.resume-1.json").read_text())
+    assert record["run"]["removed_staging"] == [staging.relative_to(run).as_posix()]
+    assert_same_final_weights(run, Path("runs/whole"))
 
 
 # --- bad configs fail before training, with a clear message, writing nothing -----------------
@@ -246,6 +382,45 @@ def test_bad_config_fails_before_training(tmp_path, capsys, change, expected):
         assert text in captured.err, captured.err
     assert "Nothing was written." in captured.err
     assert not runs.exists()
+
+
+DUPLICATE_KEYS = [
+    ("epochs.yaml", "name: dup\nepochs: 2\nbatch_size: 32\nepochs: 3\n",
+     "key 'epochs' appears twice (lines 2 and 4)"),
+    # the issue's case: a second section would drop lr 0.1 -> 0.05 and momentum 0.9 -> 0.0
+    ("section.yaml",
+     "optimizer:\n  name: sgd\n  lr: 0.1\n  momentum: 0.9\nepochs: 1\noptimizer: {name: adam}\n",
+     "key 'optimizer' appears twice (lines 1 and 6)"),
+    ("deep.yaml", "model:\n  hidden: [8]\n  activation: relu\n  activation: tanh\n",
+     "key 'model.activation' appears twice (lines 3 and 4)"),
+    ("section.json", '{"optimizer": {"name": "sgd", "lr": 0.1},\n "optimizer": {"name": "adam"}}',
+     "key 'optimizer' appears twice (lines 1 and 2)"),
+    ("deep.json", '{"epochs": 1,\n "optimizer": {"lr": 0.1,\n               "lr": 0.05}}',
+     "key 'optimizer.lr' appears twice (lines 2 and 3)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), DUPLICATE_KEYS)
+def test_duplicate_keys_are_refused_with_file_path_and_lines(
+    tmp_path, capsys, name, text, expected
+):
+    path = tmp_path / name
+    path.write_text(text)
+    runs = tmp_path / "runs"
+    assert main(["--config", str(path), "--runs-dir", str(runs), "--dry-run"]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert str(path) in captured.err and expected in captured.err, captured.err
+    assert "Nothing was written." in captured.err
+    assert not runs.exists()
+
+
+def test_duplicate_keys_in_an_override_value_are_refused(tmp_path, capsys):
+    config = write_config(tmp_path, SMALL)
+    code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--dry-run",
+                 "--set", "optimizer={name: sgd, lr: 0.1, lr: 0.2}"])  # fmt: skip
+    assert code == EXIT_USAGE
+    assert "key 'lr' appears twice" in capsys.readouterr().err
 
 
 def test_every_problem_is_reported_at_once():
