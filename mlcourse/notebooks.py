@@ -12,8 +12,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from typing import Any
 import nbformat
 
 from mlcourse.integrity import atomic_write_text
+from mlcourse.lesson_outputs import METADATA_KEY, NUMERICS_KEY
+from mlcourse.numerics import PORTABLE_PINS, pinned_environment
 from mlcourse.resources import DEVICE_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +33,9 @@ NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 PARAMETERS_TAG = "parameters"
 REQUIRED_PARAMETERS = ("lite", "seed", "device")
+# Kernel sets the test suite runs every lesson with: the course's pins, and the portable
+# kernels, which stand in for another CPU (see docs/numerics.md).
+KERNEL_SETS: dict[str, dict[str, str]] = {"pinned": {}, "portable": PORTABLE_PINS}
 KERNEL_SPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 # Cell metadata that execution adds and a committed notebook should not carry.
 _VOLATILE_CELL_KEYS = ("papermill", "execution", "collapsed", "scrolled")
@@ -43,25 +51,28 @@ def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
 
 def lesson_kernel_environment(base: Mapping[str, str]) -> dict[str, str]:
     """``base`` as every lesson kernel run by the course's tools sees it: on the CPU (so
-    outputs match the committed ones), with the inline plotting backend, and without a
-    debugger warning on stderr.
+    outputs match the committed ones), with CPU dispatch and threads pinned
+    (:mod:`mlcourse.numerics`; a pin ``base`` already sets wins), with the inline plotting
+    backend, and without a debugger warning on stderr.
 
     Example:
-        >>> lesson_kernel_environment({"MPLBACKEND": "agg"})[DEVICE_ENV]
-        'cpu'
+        >>> env = lesson_kernel_environment({"MPLBACKEND": "agg"})
+        >>> env[DEVICE_ENV], env["OMP_NUM_THREADS"], "MPLBACKEND" in env
+        ('cpu', '1', False)
     """
-    env = {k: v for k, v in base.items() if k != "MPLBACKEND"}
+    env = pinned_environment({k: v for k, v in base.items() if k != "MPLBACKEND"})
     env[DEVICE_ENV] = "cpu"
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     return env
 
 
 @contextlib.contextmanager
-def lesson_environment() -> Iterator[None]:
-    """Run the body with :func:`lesson_kernel_environment` applied to ``os.environ``."""
+def lesson_environment(kernels: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Run the body with :func:`lesson_kernel_environment` applied to ``os.environ``, plus
+    ``kernels`` (variables that select another kernel set, e.g. :data:`PORTABLE_PINS`)."""
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(lesson_kernel_environment(saved))
+    os.environ.update({**lesson_kernel_environment(saved), **(kernels or {})})
     try:
         yield
     finally:
@@ -69,27 +80,53 @@ def lesson_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
+def kernel_fingerprint(kernels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The numerics fingerprint of a lesson kernel started now (with ``kernels`` on top).
+
+    Computed in a child process with the kernel's environment, since the pins act only
+    before torch loads; cached per environment.
+    """
+    with lesson_environment(kernels):
+        key = tuple(sorted(os.environ.items()))
+        if key not in _FINGERPRINTS:
+            output = subprocess.run(
+                [sys.executable, "-m", "mlcourse.numerics", "--fingerprint"],
+                check=True, capture_output=True, text=True, timeout=300,
+            ).stdout  # fmt: skip
+            _FINGERPRINTS[key] = json.loads(output)
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+
+
 def execute_lesson(
     path: str | os.PathLike[str],
     output_path: str | os.PathLike[str] | None = None,
     *,
     parameters: Mapping[str, Any] | None = None,
+    kernels: Mapping[str, str] | None = None,
     timeout: int = 600,
     cwd: str | os.PathLike[str] | None = None,
 ) -> nbformat.NotebookNode:
     """Execute a lesson with papermill (in its own folder) and return the clean result.
 
+    The result's metadata ``mlcourse.numerics`` holds the kernel's numerics fingerprint,
+    so committed outputs say which kernels made them.
+
     Args:
         path: the lesson notebook.
         output_path: where to write the executed notebook; ``None`` writes nothing.
         parameters: values injected after the ``parameters`` cell, e.g. ``{"seed": 1}``.
+        kernels: environment variables on top of the pins, e.g. :data:`PORTABLE_PINS`.
         timeout: seconds allowed per cell.
         cwd: working directory of the kernel; default the notebook's own folder.
     """
     import papermill
 
     path = Path(path).resolve()
-    with lesson_environment():
+    fingerprint = kernel_fingerprint(kernels)
+    with lesson_environment(kernels):
         executed = papermill.execute_notebook(
             str(path),
             None,
@@ -102,6 +139,7 @@ def execute_lesson(
             execution_timeout=timeout,
         )
     cleaned = clean_notebook(executed)
+    cleaned.metadata.setdefault(METADATA_KEY, {})[NUMERICS_KEY] = fingerprint
     if output_path is not None:
         text = nbformat.writes(cleaned) + "\n"
         atomic_write_text(output_path, text, overwrite=True)

@@ -10,6 +10,8 @@ Example:
     {'lr': 0.1}
     >>> sorted(record["environment"])[:3]
     ['cpu', 'cpu_count', 'cuda']
+    >>> record["environment"]["numerics"]["torch"]["threads"] >= 1
+    True
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from mlcourse.integrity import atomic_write_text
+from mlcourse.numerics import numerics_fingerprint
 
 DEFAULT_PACKAGES = (
     "mlcourse",
@@ -103,7 +106,8 @@ def collect_run_record(
 
 
 def environment_info() -> dict[str, Any]:
-    """Python, OS, CPU and accelerator facts, as torch reports them."""
+    """Python, OS, CPU and accelerator facts, as torch reports them, and the numerics
+    fingerprint (CPU flags, kernel set, BLAS, threads, pins: :mod:`mlcourse.numerics`)."""
     cuda = torch.cuda.is_available()
     # Asking for the cuDNN version loads the library (~50 MB); only worth it with a GPU.
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
@@ -124,6 +128,7 @@ def environment_info() -> dict[str, Any]:
         else [],
         "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "numerics": numerics_fingerprint(),
     }
 
 

@@ -1,11 +1,36 @@
-"""Shared fixtures of the test suite."""
+"""Shared fixtures of the test suite, and the lesson runs the selected tests need."""
 
 import pytest
 
-from lesson_runs import run_lesson
+from lesson_runs import KERNEL_SETS, prefetch, run_key, run_lesson
 
 
 @pytest.fixture(scope="session")
 def lesson_run():
-    """``lesson_run("01_gradient_descent", seed=1)`` -> executed lesson and its results."""
+    """``lesson_run("01_gradient_descent", "portable")`` -> executed lesson and its results."""
     return run_lesson
+
+
+@pytest.fixture(scope="module", params=KERNEL_SETS)
+def kernels(request):
+    """Each kernel set in turn: a claim must hold with the pinned and the portable kernels."""
+    return request.param
+
+
+def pytest_collection_finish(session):
+    """Execute every lesson run the selected tests will ask for, before they start.
+
+    A test asks for one by taking the ``kernels`` fixture (or a ``kernels`` parameter)
+    with its lesson named by a ``stem`` parameter or a ``lesson`` marker.
+    """
+    keys = set()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "kernels" not in params:
+            continue
+        marker = item.get_closest_marker("lesson")
+        stem = params.get("stem") or (marker.args[0] if marker else None)
+        if stem:
+            keys.add(run_key(stem, params["kernels"]))
+    if keys:
+        prefetch(keys)

@@ -1,10 +1,18 @@
-"""Claims of lesson 00, checked on a run with another seed."""
+"""Claims of lesson 00, asserted on lite runs with each kernel set."""
 
-from lesson_runs import ANOTHER_SEED
+import pytest
+
+STEM = "00_setup_and_reproducibility"
+pytestmark = pytest.mark.lesson(STEM)
 
 
-def test_lesson_00_claims(lesson_run):
-    results = lesson_run("00_setup_and_reproducibility", seed=ANOTHER_SEED).results
+@pytest.fixture(scope="module")
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(STEM, kernels).results
+
+
+def test_lesson_00_claims(results):
     assert results["environment_matches_lock"] is True
     assert results["same_seed_bit_identical"] is True
     assert results["builtin_hash_stable"] is False

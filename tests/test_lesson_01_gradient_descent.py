@@ -1,18 +1,21 @@
-"""Claims of lesson 01 (gradient descent), asserted on a lite run with another seed."""
+"""Claims of lesson 01 (gradient descent), asserted on lite runs with each kernel set."""
 
 from __future__ import annotations
 
 import pytest
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 
 STEM = "01_gradient_descent"
 
 
+pytestmark = pytest.mark.lesson(STEM)
+
+
 @pytest.fixture(scope="module")
-def results(lesson_run):
-    return lesson_run(STEM, seed=ANOTHER_SEED).results
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(STEM, kernels).results
 
 
 def test_measured_rate_matches_theory(results):

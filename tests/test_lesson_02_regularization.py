@@ -1,19 +1,22 @@
-"""Claims of lesson 02 (regularisation), asserted on a lite run with another seed."""
+"""Claims of lesson 02 (regularisation), asserted on lite runs with each kernel set."""
 
 from __future__ import annotations
 
 import pytest
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 
 STEM = "02_regularization"
 REMEDIES = ("l2", "adamw", "dropout", "early_loss", "early_acc", "augment")
 
 
+pytestmark = pytest.mark.lesson(STEM)
+
+
 @pytest.fixture(scope="module")
-def results(lesson_run):
-    return lesson_run(STEM, seed=ANOTHER_SEED).results
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(STEM, kernels).results
 
 
 def test_polynomial_validation_error_is_u_shaped(results):

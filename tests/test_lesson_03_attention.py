@@ -1,4 +1,4 @@
-"""Lesson 03 (attention): its claims, on a run with another seed, and its exercises."""
+"""Lesson 03 (attention): its claims, on lite runs with each kernel set, and its exercises."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import math
 import pytest
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 
 LESSON = "03_attention"
 
 
+pytestmark = pytest.mark.lesson(LESSON)
+
+
 @pytest.fixture(scope="module")
-def results(lesson_run):
-    return lesson_run(LESSON, seed=ANOTHER_SEED).results
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(LESSON, kernels).results
 
 
 def test_attention_matches_pytorch(results):

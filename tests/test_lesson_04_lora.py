@@ -1,11 +1,10 @@
-"""Lesson 04 (LoRA): its claims, on a run with another seed, and its exercises."""
+"""Lesson 04 (LoRA): its claims, on lite runs with each kernel set, and its exercises."""
 
 from __future__ import annotations
 
 import pytest
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 
 LESSON = "04_lora"
 RANKS = (1, 2, 4, 8, 16)
@@ -13,9 +12,13 @@ N_BASE = (64 * 384 + 384) + (384 * 384 + 384) + (384 * 10 + 10)
 LORA_PER_RANK = (64 + 384) + (384 + 384) + (384 + 10)
 
 
+pytestmark = pytest.mark.lesson(LESSON)
+
+
 @pytest.fixture(scope="module")
-def results(lesson_run):
-    return lesson_run(LESSON, seed=ANOTHER_SEED).results
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(LESSON, kernels).results
 
 
 def test_task_b_is_a_real_shift(results):

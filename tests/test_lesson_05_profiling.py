@@ -1,4 +1,4 @@
-"""Claims of lesson 05 (profiling), asserted on a lite run with another seed.
+"""Claims of lesson 05 (profiling), asserted on lite runs with each kernel set.
 
 Timings vary, so claims about them are relative and asserted with generous margins;
 memory is counted in bytes of tensors and asserted exactly or tightly.
@@ -11,15 +11,18 @@ import pytest
 import torch
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 from mlcourse import profiling_data
 
 STEM = "05_profiling"
 
 
+pytestmark = pytest.mark.lesson(STEM)
+
+
 @pytest.fixture(scope="module")
-def results(lesson_run):
-    return lesson_run(STEM, seed=ANOTHER_SEED).results
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(STEM, kernels).results
 
 
 def test_first_call_is_slower_than_the_steady_state(results):
@@ -132,8 +135,8 @@ WRONG_ANSWERS = {
 
 def test_exercise_tests_reject_wrong_answers():
     notebook = read_lesson(STEM)
-    # The solutions pass in the lesson runs (nbval, and test_notebooks' run with another
-    # seed, where any failing test cell is an error), with the lesson's own measurements.
+    # The solutions pass in the lesson runs (test_lesson_outputs.py: a failing test cell
+    # is an error output), with the lesson's own measurements.
     assert_tests_judge_answers(
         notebook, WRONG_ANSWERS, prelude=PRELUDE, replace="definition", check_solution=False
     )

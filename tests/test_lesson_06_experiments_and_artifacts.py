@@ -1,31 +1,35 @@
-"""Claims of lesson 06, checked on a run with another seed (sweep seeds 1-3)."""
+"""Claims of lesson 06, asserted on lite runs with each kernel set."""
+
+import pytest
 
 from exercise_checks import assert_tests_judge_answers, read_lesson
-from lesson_runs import ANOTHER_SEED
 
 STEM = "06_experiments_and_artifacts"
+pytestmark = pytest.mark.lesson(STEM)
 
 
-def results(lesson_run):
-    return lesson_run(STEM, seed=ANOTHER_SEED).results
+@pytest.fixture(scope="module")
+def results(lesson_run, kernels):
+    """The lesson's published results, once per kernel set (seed 0, lite mode)."""
+    return lesson_run(STEM, kernels).results
 
 
-def test_every_run_of_the_sweep_is_tracked(lesson_run):
-    r = results(lesson_run)
+def test_every_run_of_the_sweep_is_tracked(results):
+    r = results
     assert r["runs"] == 12
     assert r["runs_tracked_in_mlflow"] == r["runs"]
 
 
-def test_sweep_finds_a_good_learning_rate_and_brackets_it(lesson_run):
-    r = results(lesson_run)
+def test_sweep_finds_a_good_learning_rate_and_brackets_it(results):
+    r = results
     assert r["best_val_accuracy_mean"] > 0.95
     assert r["best_test_accuracy_mean"] > 0.93
     assert r["best_lr"] in (0.1, 0.3) and r["runner_up_lr"] in (0.1, 0.3)
     assert r["worst_lr"] == 1.0, "the largest learning rate overshoots"
 
 
-def test_paired_comparisons(lesson_run):
-    r = results(lesson_run)
+def test_paired_comparisons(results):
+    r = results
     # the lesson's point: the top two are close (a point or so), the worst is far behind
     assert abs(r["best_minus_runner_up_test"]) < 0.03
     assert r["best_vs_worst"] == "better"
@@ -39,8 +43,8 @@ def test_paired_comparisons(lesson_run):
         assert r["p_value_across_seeds"] < 0.05
 
 
-def test_artifacts_are_verified_and_traceable(lesson_run):
-    r = results(lesson_run)
+def test_artifacts_are_verified_and_traceable(results):
+    r = results
     assert r["reloaded_accuracy_matches"] is True
     assert r["corruption_detected"] is True
     assert r["data_checksums_match"] is True
@@ -48,8 +52,8 @@ def test_artifacts_are_verified_and_traceable(lesson_run):
     assert r["retrained_identical"] is True
 
 
-def test_run_folders_hold_no_machine_paths(lesson_run):
-    assert results(lesson_run)["files_with_private_paths"] == 0
+def test_run_folders_hold_no_machine_paths(results):
+    assert results["files_with_private_paths"] == 0
 
 
 # --- the exercises' tests reject the unanswered copy and plausible wrong answers -------------
@@ -110,8 +114,8 @@ WRONG_ANSWERS = {
 
 def test_exercise_tests_reject_wrong_answers():
     notebook = read_lesson(STEM)
-    # The solutions pass in the lesson runs (nbval, and test_notebooks' run with another
-    # seed, where any failing test cell is an error), with the lesson's own measurements.
+    # The solutions pass in the lesson runs (test_lesson_outputs.py: a failing test cell
+    # is an error output), with the lesson's own measurements.
     assert_tests_judge_answers(
         notebook, WRONG_ANSWERS, prelude=PRELUDE, replace="definition", check_solution=False
     )

@@ -1,14 +1,13 @@
-"""Every lesson is clean as committed, and runs through papermill with other parameters.
+"""Every lesson is clean as committed, and clean when re-executed with each kernel set.
 
-(The comparison of re-executed outputs with the committed ones is nbval's job: the test
-suite collects ``notebooks/*.ipynb`` with ``--nbval``; see pyproject.toml.)
+(The comparison of re-executed outputs with the committed ones: test_lesson_outputs.py.)
 """
 
 import nbformat
 import pytest
 
 from exercise_checks import exercises
-from lesson_runs import ANOTHER_SEED
+from lesson_runs import KERNEL_SETS
 from mlcourse.notebooks import (
     MACHINE_PATH,
     NOTEBOOK_DIR,
@@ -43,9 +42,10 @@ def test_lesson_reads_like_a_chapter(path):
     assert "publish_results(" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("stem", STEMS)
-def test_lesson_runs_with_another_seed(stem, lesson_run):
-    executed = lesson_run(stem, seed=ANOTHER_SEED)
+def test_lesson_runs_cleanly(stem, kernels, lesson_run):
+    executed = lesson_run(stem, kernels)
     errors = [
         o for c in executed.notebook.cells for o in c.get("outputs", []) if o.output_type == "error"
     ]
