@@ -115,12 +115,10 @@ class Tolerance:
                     )
                 values[key] = value
         lines = values.pop("lines", {})
+        bit_dependent = tuple(values.pop("bit_dependent", ()))
         if isinstance(lines, Mapping):  # from metadata: {pattern: overrides}
-            base = {k: v for k, v in values.items() if k != "bit_dependent"}
-            lines = tuple((p, cls.from_metadata(base, o)) for p, o in lines.items())
-        tolerance = cls(
-            **values, bit_dependent=tuple(values.get("bit_dependent", ())), lines=tuple(lines)
-        )
+            lines = tuple((p, cls.from_metadata(values, o)) for p, o in lines.items())
+        tolerance = cls(**values, bit_dependent=bit_dependent, lines=tuple(lines))
         tolerance.check()
         return tolerance
 

@@ -25,7 +25,7 @@ import nbformat
 
 from mlcourse.integrity import atomic_write_text
 from mlcourse.lesson_outputs import METADATA_KEY, NUMERICS_KEY
-from mlcourse.numerics import PORTABLE_PINS, pinned_environment
+from mlcourse.numerics import PORTABLE_PINS, pinned_environment, with_overrides
 from mlcourse.resources import DEVICE_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +67,13 @@ def lesson_kernel_environment(base: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def lesson_environment(kernels: Mapping[str, str] | None = None) -> Iterator[None]:
+def lesson_environment(kernels: Mapping[str, str | None] | None = None) -> Iterator[None]:
     """Run the body with :func:`lesson_kernel_environment` applied to ``os.environ``, plus
-    ``kernels`` (variables that select another kernel set, e.g. :data:`PORTABLE_PINS`)."""
+    ``kernels``: variables that select another kernel set (e.g. :data:`PORTABLE_PINS`; a
+    ``None`` value removes the variable)."""
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update({**lesson_kernel_environment(saved), **(kernels or {})})
+    os.environ.update(with_overrides(lesson_kernel_environment(saved), kernels or {}))
     try:
         yield
     finally:
@@ -80,7 +81,7 @@ def lesson_environment(kernels: Mapping[str, str] | None = None) -> Iterator[Non
         os.environ.update(saved)
 
 
-def kernel_fingerprint(kernels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def kernel_fingerprint(kernels: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """The numerics fingerprint of a lesson kernel started now (with ``kernels`` on top).
 
     Computed in a child process with the kernel's environment, since the pins act only
@@ -105,7 +106,7 @@ def execute_lesson(
     output_path: str | os.PathLike[str] | None = None,
     *,
     parameters: Mapping[str, Any] | None = None,
-    kernels: Mapping[str, str] | None = None,
+    kernels: Mapping[str, str | None] | None = None,
     timeout: int = 600,
     cwd: str | os.PathLike[str] | None = None,
 ) -> nbformat.NotebookNode:

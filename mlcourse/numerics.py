@@ -54,6 +54,9 @@ PORTABLE_PINS = {
     "NPY_DISABLE_CPU_FEATURES": "X86_V3 " + _NUMPY_ABOVE_AVX2,
     "OPENBLAS_CORETYPE": "Nehalem",
 }
+# No pins at all: each library picks its kernels and threads itself (for measuring what
+# pinning costs; benchmarks/lessons.py --kernels unpinned).
+UNPINNED: dict[str, str | None] = {}  # filled below, once PIN_VARIABLES exists
 # Every variable the pins may set, in the order they are reported.
 PIN_VARIABLES = (
     "ATEN_CPU_CAPABILITY",  # torch's own kernels: default | avx2 | avx512
@@ -63,6 +66,7 @@ PIN_VARIABLES = (
     "OPENBLAS_CORETYPE",  # the kernel family of NumPy's and SciPy's OpenBLAS
     *THREAD_VARIABLES,
 )
+UNPINNED.update(dict.fromkeys(PIN_VARIABLES))
 # The CPU features that decide which kernels the libraries can pick.
 ISA_FLAGS = (
     "sse4_2",
@@ -166,6 +170,19 @@ def pinned_environment(
     """
     pins = numerics_pins() if pins is None else pins
     return {**pins, **base}
+
+
+def with_overrides(
+    environment: Mapping[str, str], overrides: Mapping[str, str | None]
+) -> dict[str, str]:
+    """``environment`` with ``overrides`` on top; a ``None`` value removes the variable.
+
+    Example:
+        >>> with_overrides({"A": "1", "B": "2"}, {"A": None, "C": "3"})
+        {'B': '2', 'C': '3'}
+    """
+    merged = {**environment, **overrides}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def pin_this_process() -> dict[str, str]:

@@ -6,13 +6,22 @@ lesson and reads them back with :func:`read_results` to assert the lesson's clai
 Measured quantities (timings, speed-ups, memory) are marked with ``~`` so that output
 comparison ignores their value; everything else must be identical on every run.
 
+The lesson's summary prose takes its numbers from the same values: :func:`render_summary`
+fills a Markdown template (``{accuracy:.3f}``) with what the lesson published, so the text a
+reader sees and the numbers the tests check cannot drift apart.
+
 Example:
     >>> format_results({"accuracy": 0.91234, "epochs": 5}, measured={"speedup": 3.14159})
     'accuracy = 0.9123\\nepochs = 5\\nspeedup = ~3.14'
+    >>> fill_summary("{n} runs, best {acc:.2f}, ~{speedup:.0f}x faster",
+    ...              {"n": 5, "acc": 0.912}, measured={"speedup": 3.1})
+    '5 runs, best 0.91, ~3x faster'
 """
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,11 +58,65 @@ def publish_results(
         **{k: _plain(v) for k, v in results.items()},
         **{k: _plain(v) for k, v in measured.items()},
     }
+    _PUBLISHED.update({k: _plain(v) for k, v in results.items()})
+    _MEASURED.update({k: _plain(v) for k, v in measured.items()})
+    for name in results:
+        _MEASURED.pop(name, None)
     display(
         {"text/plain": format_results(results, measured=measured)},
         raw=True,
         metadata={METADATA_KEY: values},
     )
+
+
+# What this kernel has published so far, for render_summary.
+_PUBLISHED: dict[str, Any] = {}
+_MEASURED: dict[str, Any] = {}
+
+
+def published() -> dict[str, Any]:
+    """Everything this kernel has published so far (results and measured values)."""
+    return {**_MEASURED, **_PUBLISHED}
+
+
+def fill_summary(
+    template: str, results: Mapping[str, Any], *, measured: Mapping[str, Any] | None = None
+) -> str:
+    """``template`` with every ``{name}`` / ``{name:format}`` replaced by a published value.
+
+    A measured value must be written right after a ``~`` (``~{speedup:.1f}x``), so that
+    readers and the output comparison both see that it varies from run to run.
+
+    Raises:
+        KeyError: the template names a value that was not published.
+        ValueError: a measured value is not preceded by ``~``.
+    """
+    measured = dict(measured or {})
+    for prefix, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in results and name not in measured:
+            known = ", ".join(sorted({*results, *measured}))
+            raise KeyError(
+                f"the summary names {name!r}, which was not published; published: {known}"
+            )
+        if name in measured and not re.search(r"~$", prefix or ""):
+            raise ValueError(
+                f"{name!r} is measured (it varies run to run): write it as ~{{{name}...}} in the summary."
+            )
+    return template.format(**{**measured, **results})
+
+
+def render_summary(template: str) -> None:
+    """Display ``template`` as Markdown, filled with the results published in this kernel.
+
+    Use it for the summary of a lesson, instead of typing the numbers into a Markdown cell::
+
+        render_summary(\"\"\"**Expected in lite mode:** test accuracy {test_accuracy:.3f} ...\"\"\")
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(fill_summary(template, _PUBLISHED, measured=_MEASURED)))
 
 
 def read_results(notebook: Mapping[str, Any]) -> dict[str, Any]:

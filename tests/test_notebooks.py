@@ -3,6 +3,8 @@
 (The comparison of re-executed outputs with the committed ones: test_lesson_outputs.py.)
 """
 
+import re
+
 import nbformat
 import pytest
 
@@ -17,6 +19,8 @@ from mlcourse.notebooks import (
 )
 
 LESSONS = lesson_paths()
+# The line a worked lesson shows above the tests that student copies do not contain.
+HIDDEN_TESTS_LABEL = "# Instructors' hidden tests"
 STEMS = [p.stem for p in LESSONS]
 
 
@@ -37,9 +41,42 @@ def test_lesson_reads_like_a_chapter(path):
     nb = nbformat.read(path, as_version=4)
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    for phrase in ("Goal", "Prerequisites", "Summary", "Next steps", "$"):
+    for phrase in ("Goal", "Prerequisites", "Summary", "Next steps", "Lite and full", "$"):
         assert phrase in markdown, f"{path.name}: no {phrase!r} in its text"
-    assert "publish_results(" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=STEMS)
+def test_summary_takes_its_numbers_from_the_computation(path):
+    """The summary is rendered from published results, readable, and reached by Run All on
+    a student copy: it comes before the exercises, and its prose holds no typed-in numbers."""
+    nb = nbformat.read(path, as_version=4)
+    starts = [i for i, c in enumerate(nb.cells) if c.source.startswith("## Summary")]
+    assert len(starts) == 1, f"{path.name}: one '## Summary' section"
+    end = next(
+        (i for i, c in enumerate(nb.cells) if i > starts[0] and c.source.startswith("## ")),
+        len(nb.cells),
+    )
+    section = nb.cells[starts[0] : end]
+    code = [c for c in section if c.cell_type == "code"]
+    assert any("publish_results(" in c.source for c in code), f"{path.name}: no publish_results"
+    assert any("render_summary(" in c.source for c in code), f"{path.name}: no render_summary"
+    assert any("show_lite_and_full(" in c.source for c in code), f"{path.name}: no lite/full box"
+    for cell in code:  # plumbing is collapsed; its rendered output is what a reader sees
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, (
+            f"{path.name}: collapse the summary's code cells (metadata jupyter.source_hidden)"
+        )
+    for cell in section:
+        if cell.cell_type == "markdown":
+            prose = re.sub(r"\[[^\]]*\]\([^)]*\)|`[^`]*`|\$[^$]*\$", "", cell.source)
+            prose = re.sub(r"^#+ .*$", "", prose, flags=re.M)
+            typed = re.search(r".{0,30}\d.{0,30}", prose)
+            assert typed is None, (
+                f"{path.name}: a number typed into the summary's prose: {typed.group(0)!r}; "
+                "render it from published results with render_summary"
+            )
+    if int(path.name[:2]) >= 1:
+        first_exercise = min(i for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata)
+        assert starts[0] < first_exercise, f"{path.name}: the summary comes before the exercises"
 
 
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
@@ -102,7 +139,9 @@ def test_lesson_has_graded_exercises_in_nbgrader_form(path):
         for line in c.source.splitlines()
         if line.startswith("## ")
     ]
-    assert headings[-1].startswith("## Exercises"), "exercises sit in one section near the end"
+    assert headings[-1].startswith("## Exercises"), "exercises sit in one section at the end"
+    later = [c.source for c in nb.cells[first_exercise:] if c.source.startswith("## ")]
+    assert not later, f"the exercises are the last section; found {later[0][:40]!r} after them"
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader")
         if not meta:
@@ -117,5 +156,8 @@ def test_lesson_has_graded_exercises_in_nbgrader_form(path):
         if meta.get("grade"):
             assert meta["locked"] is True and meta["points"] > 0
             assert "### BEGIN HIDDEN TESTS" in cell.source, meta["grade_id"]
-    summary = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Summary"))
-    assert all(i < summary for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata)
+            before = cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip().splitlines()[-1]
+            assert before.lstrip().startswith(HIDDEN_TESTS_LABEL), (
+                f"{meta['grade_id']}: label the hidden tests for readers of the worked lesson: "
+                f"put a line starting {HIDDEN_TESTS_LABEL!r} right before ### BEGIN HIDDEN TESTS"
+            )

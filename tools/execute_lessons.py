@@ -2,6 +2,11 @@
 
 python3 course.py execute                       # every lesson
 python3 course.py execute notebooks/03_*.ipynb  # some lessons
+
+The outputs are made with the course's pinned kernels, and the notebook records their
+numerics fingerprint. A lesson that prints a comparison with its own recorded fingerprint
+(lesson 00) would print a stale one when the fingerprint changes, so such a lesson is run
+a second time.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
+import nbformat
+
+from mlcourse.lesson_outputs import recorded_fingerprint
 from mlcourse.notebooks import execute_lesson, lesson_paths, notebook_problems
 
 
@@ -21,7 +29,10 @@ def main() -> int:
     failed = 0
     for path in paths:
         start = time.perf_counter()
+        before = recorded_fingerprint(nbformat.read(path, as_version=4))
         nb = execute_lesson(path, path)
+        if before != recorded_fingerprint(nb):
+            nb = execute_lesson(path, path)
         problems = notebook_problems(nb)
         status = "ok" if not problems else "PROBLEMS: " + "; ".join(problems)
         failed += bool(problems)
