@@ -1,8 +1,16 @@
 """Shared fixtures of the test suite, and the lesson runs the selected tests need."""
 
+import json
+import os
+import time
+
 import pytest
 
 from lesson_runs import KERNEL_SETS, prefetch, run_key, run_lesson
+
+# benchmarks/suite.py sets this to learn how long the lesson runs took before the tests.
+TIMES_ENV = "MLCOURSE_SUITE_TIMES"
+_PREFETCH = {"runs": 0, "seconds": 0.0}
 
 
 @pytest.fixture(scope="session")
@@ -33,4 +41,17 @@ def pytest_collection_finish(session):
         if stem:
             keys.add(run_key(stem, params["kernels"]))
     if keys:
+        start = time.perf_counter()
         prefetch(keys)
+        _PREFETCH.update(runs=len(keys), seconds=time.perf_counter() - start)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _PREFETCH["runs"]:
+        terminalreporter.write_line(
+            f"lesson runs: {_PREFETCH['runs']} ({len(KERNEL_SETS)} kernel sets) executed "
+            f"before the tests in {_PREFETCH['seconds']:.0f} s"
+        )
+    if os.environ.get(TIMES_ENV):
+        with open(os.environ[TIMES_ENV], "w") as file:
+            json.dump(_PREFETCH, file)
