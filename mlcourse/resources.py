@@ -15,17 +15,17 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
-from mlcourse.validation import check_bool, check_choice, check_keys
+from mlcourse.config_fields import Boolean, Choice, Settings, setting
+from mlcourse.validation import check_choice, check_keys
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_SIZES = ("auto", "small", "medium", "large")
@@ -71,7 +71,7 @@ class Hardware:
     def precisions(self, device: str) -> tuple[str, ...]:
         """Precisions this machine supports on ``device``."""
         if device == "cpu":
-            return ("fp32", "bf16", "int8")  # int8: dynamic quantisation for inference
+            return ("fp32", "bf16", "int8")  # int8: frozen layers (quantize_frozen_linear)
         if device == "cuda":
             return ("fp32", "fp16", "bf16") if self.cuda_bf16 else ("fp32", "fp16")
         if device == "mps":
@@ -103,89 +103,42 @@ def detect_hardware() -> Hardware:
 
 
 @dataclass(frozen=True)
-class ResourceConfig:
-    """What a run asks for. Every field is validated on construction.
-
-    Attributes:
-        device: ``"auto"`` (best available), ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        model_size: ``"auto"`` (small in lite mode or on a CPU, medium otherwise),
-            ``"small"``, ``"medium"`` or ``"large"``.
-        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (mixed precision via autocast) or
-            ``"int8"`` (dynamic quantisation of ``nn.Linear`` for CPU inference).
-        lite: ``True`` for the seconds-long lite mode, ``False`` for the full run,
-            ``None`` to decide by hardware (lite on a CPU).
-        allow_fallback: replace what is missing with the nearest thing available, with a
-            warning, instead of raising.
+class ResourceConfig(Settings):
+    """What a run asks for. Every field is checked on construction (all problems at once),
+    and :meth:`~mlcourse.config_fields.Settings.from_dict` reads one from a mapping.
 
     Example:
-        >>> ResourceConfig(precision="fp8")
+        >>> ResourceConfig(precision="fp8", device="tpu")
         Traceback (most recent call last):
         ...
-        ValueError: precision='fp8' is not supported; expected one of 'fp32', 'fp16', 'bf16', 'int8'.
+        mlcourse.config_fields.ConfigError: invalid resource config:
+          - device='tpu' is not supported; expected one of 'auto', 'cpu', 'cuda', 'mps'.
+          - precision='fp8' is not supported; expected one of 'fp32', 'fp16', 'bf16', 'int8'.
     """
 
-    device: str = "auto"
-    model_size: str = "auto"
-    precision: str = "fp32"
-    lite: bool | None = None
-    allow_fallback: bool = False
+    config_name = "resource config"
 
-    def __post_init__(self) -> None:
-        check_choice("device", self.device, DEVICES)
-        check_choice("model_size", self.model_size, MODEL_SIZES)
-        check_choice("precision", self.precision, PRECISIONS)
-        if self.lite is not None:
-            check_bool("lite", self.lite)
-        check_bool("allow_fallback", self.allow_fallback)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ResourceConfig:
-        """Build from a mapping; unknown keys are an error, not silently ignored."""
-        if not isinstance(values, Mapping):
-            raise TypeError(f"resource config must be a mapping, got {type(values).__name__}.")
-        check_keys("resource config keys", values, [f.name for f in fields(cls)])
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> ResourceConfig:
-        """Read a ``.json``, ``.yaml`` or ``.yml`` file holding the fields above."""
-        return cls.from_dict(load_mapping(path))
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """Add ``--device``, ``--model-size``, ``--precision``, ``--lite/--full`` and
-        ``--allow-fallback`` to an argparse parser."""
-        group = parser.add_argument_group("resources")
-        group.add_argument("--device", choices=DEVICES, default="auto")
-        group.add_argument("--model-size", choices=MODEL_SIZES, default="auto")
-        group.add_argument("--precision", choices=PRECISIONS, default="fp32")
-        lite = group.add_mutually_exclusive_group()
-        lite.add_argument("--lite", dest="lite", action="store_true", default=None)
-        lite.add_argument("--full", dest="lite", action="store_false")
-        group.add_argument("--allow-fallback", action="store_true")
-
-    @classmethod
-    def from_args(cls, namespace: argparse.Namespace) -> ResourceConfig:
-        """Build from the namespace of a parser set up with :meth:`add_arguments`."""
-        return cls(**{f.name: getattr(namespace, f.name) for f in fields(cls)})
-
-
-def load_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a JSON or YAML file whose top level is a mapping (see
-    :func:`mlcourse.config_files.load_config_file`: duplicate keys are refused).
-
-    Example:
-        >>> load_mapping("config.toml")
-        Traceback (most recent call last):
-        ...
-        mlcourse.config_files.ConfigFileError: config file 'config.toml': the file has suffix '.toml'; expected one of '.json', '.yaml', '.yml'.
-    """
-    from mlcourse.config_files import load_config_file
-
-    return load_config_file(path)
+    device: str = setting(
+        "auto", Choice(DEVICES), "`auto` picks CUDA, then Apple's MPS, then the CPU"
+    )
+    model_size: str = setting(
+        "auto",
+        Choice(MODEL_SIZES),
+        "`auto`: small in lite mode or on a CPU, medium otherwise (what a size means: "
+        "`Resources.pick`)",
+    )
+    precision: str = setting(
+        "fp32",
+        Choice(PRECISIONS),
+        "fp16/bf16: mixed precision (autocast); int8: frozen `nn.Linear` weights stored in "
+        "int8 on the CPU (`Resources.quantize`)",
+    )
+    lite: bool | None = setting(
+        None, Boolean(optional=True), "seconds-long lite mode; `null`: lite on a CPU"
+    )
+    allow_fallback: bool = setting(
+        False, Boolean(), "use the nearest available device/precision (with a warning)"
+    )
 
 
 @dataclass(frozen=True)
@@ -235,11 +188,12 @@ class Resources:
         return torch.amp.GradScaler(self.device.type, enabled=enabled)
 
     def quantize(self, model: torch.nn.Module) -> torch.nn.Module:
-        """For ``precision="int8"``: a dynamically quantised copy of ``model`` for CPU
-        inference. For any other precision, ``model`` itself."""
+        """For ``precision="int8"``: store the model's frozen ``nn.Linear`` layers in int8
+        (:func:`quantize_frozen_linear`, in place); for any other precision, do nothing.
+        Either way, return ``model``."""
         if self.precision != "int8":
             return model
-        return _quantize_dynamic(model)
+        return quantize_frozen_linear(model)
 
     def pick(self, choices: Mapping[str, T]) -> T:
         """Choose a per-size value, e.g. a hidden width: ``res.pick({"small": 32, ...})``."""
@@ -254,7 +208,7 @@ class Resources:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for a run record."""
         return {
-            "requested": self.requested.as_dict(),
+            "requested": self.requested.to_dict(),
             "device": str(self.device),
             "precision": self.precision,
             "model_size": self.model_size,
@@ -297,7 +251,7 @@ def resolve(
     """
     config = config or ResourceConfig()
     if overrides:
-        config = ResourceConfig.from_dict({**config.as_dict(), **overrides})
+        config = ResourceConfig.from_dict({**config.to_dict(), **overrides})
     hardware = hardware or detect_hardware()
     fallbacks: list[Fallback] = []
 
@@ -367,18 +321,113 @@ def _fall_back(
     return used
 
 
-@contextlib.contextmanager
-def _no_deprecation_warnings() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        # torch 2.14 marks its quantized tensor types as deprecated (moving to torchao).
-        warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
-        yield
+# --- int8: frozen layers stored in one byte per weight ------------------------------------------
 
 
-def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    with _no_deprecation_warnings():
-        from torch.ao.quantization import quantize_dynamic
+class Int8Linear(torch.nn.Module):
+    """A frozen ``nn.Linear`` whose weight is stored in int8, one scale per output row.
 
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    ``weight ~= weight_int8 * scale[:, None]`` with ``scale = max|row| / 127``
+    (symmetric, per output channel), so each weight costs one byte instead of four. The
+    forward pass rebuilds the weight in the input's dtype and calls ``F.linear``:
+    gradients flow through to the input (and to LoRA adapters on earlier layers), but
+    nothing here is trainable; the int8 values are buffers.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> layer = torch.nn.Linear(16, 4)
+        >>> q = Int8Linear(layer.requires_grad_(False))
+        >>> x = torch.randn(3, 16)
+        >>> bool((q(x) - layer(x)).abs().max() < 0.02), q.weight_int8.dtype
+        (True, torch.int8)
+    """
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}.")
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
+        quantised = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", quantised)
+        self.register_buffer("scale", scale)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight (a new tensor; the layer cannot be changed through it)."""
+        return self.weight_int8.float() * self.scale[:, None]
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        raise AttributeError(
+            "an Int8Linear's weights are frozen int8 values and cannot be assigned or merged "
+            "into; merge LoRA updates into a full-precision copy of the base model instead."
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, int8"
+        )
+
+
+def quantize_frozen_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every frozen ``nn.Linear`` of ``model`` by an :class:`Int8Linear`, in place.
+
+    A layer is frozen when none of its parameters requires a gradient. Trainable layers
+    stay as they are: int8 weights cannot be trained. The usual order for LoRA on an int8
+    base: inject the adapters (which freezes the base), then quantise.
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        ValueError: the model has no frozen ``nn.Linear`` (say, it is about to be trained
+            whole, which int8 weights cannot be).
+        ResourceUnavailableError: a layer is on a device other than the CPU.
+
+    Example:
+        >>> from mlcourse.lora import inject_lora
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> model = quantize_frozen_linear(inject_lora(model, ["0", "2"], rank=2))
+        >>> type(model[0].base).__name__, model[0].lora_A.requires_grad
+        ('Int8Linear', True)
+        >>> quantize_frozen_linear(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        Traceback (most recent call last):
+        ...
+        ValueError: the model has no frozen nn.Linear layer to quantise; int8 weights cannot be trained. Freeze the layers first (for LoRA: mlcourse.lora.inject_lora freezes the base), then quantise.
+    """
+    frozen = {
+        name: module
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear
+        and name
+        and not any(p.requires_grad for p in module.parameters())
+    }
+    if not frozen:
+        raise ValueError(
+            "the model has no frozen nn.Linear layer to quantise; int8 weights cannot be "
+            "trained. Freeze the layers first (for LoRA: mlcourse.lora.inject_lora freezes "
+            "the base), then quantise."
+        )
+    elsewhere = sorted(
+        {str(m.weight.device) for m in frozen.values() if m.weight.device.type != "cpu"}
+    )
+    if elsewhere:
+        raise ResourceUnavailableError(
+            f"int8 weights are supported on the CPU only; the model is on {', '.join(elsewhere)}. "
+            "On a GPU use precision 'fp16' or 'bf16', or move the model to the CPU first."
+        )
+    modules = dict(model.named_modules())
+    for name, module in frozen.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, child, Int8Linear(module))
+    return model

@@ -1,15 +1,17 @@
-import argparse
-import json
+import copy
 
 import pytest
 import torch
 
+from mlcourse.config_fields import ConfigError
+from mlcourse.lora import count_parameters, inject_lora, lora_layers
 from mlcourse.resources import (
     Hardware,
+    Int8Linear,
     ResourceConfig,
     ResourceFallbackWarning,
     ResourceUnavailableError,
-    load_mapping,
+    quantize_frozen_linear,
     resolve,
 )
 
@@ -104,16 +106,78 @@ def test_autocast_and_grad_scaler_on_cpu():
     assert not bf16.grad_scaler().is_enabled()
 
 
-def test_int8_quantises_linear_layers_for_inference():
-    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+def test_int8_base_with_lora_adapters_trains_on_the_cpu():
+    """LoRA on an int8 base: the adapters of *every* layer learn (gradients pass through the
+    int8 layers, which torch's dynamic quantisation does not allow), the base stays put,
+    and each base weight takes one byte."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+        torch.nn.Linear(64, 4),
+    )  # fmt: skip
+    reference = copy.deepcopy(base)
+    x = torch.randn(256, 32)
+    y = (x @ torch.randn(32, 4)).argmax(dim=1)  # a teacher the adapters can learn
     res = resolve(device="cpu", precision="int8", hardware=CPU_ONLY)
-    quantised = res.quantize(model)
-    x = torch.randn(5, 8)
-    assert (
-        "Quantized" in type(quantised[0]).__name__ or "quantized" in type(quantised[0]).__module__
+    model = res.quantize(inject_lora(base, ["0", "2", "4"], rank=4))
+    assert model is base, "quantised in place"
+    assert [type(layer.base).__name__ for layer in lora_layers(model).values()] == [
+        "Int8Linear"
+    ] * 3
+    with torch.no_grad():
+        assert float((model(x) - reference(x)).abs().max()) < 0.05, "close to the fp32 model"
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    assert all(v.dtype == torch.int8 for k, v in frozen.items() if k.endswith("weight_int8"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == count_parameters(model).trainable
+    optimizer = torch.optim.Adam(trainable, lr=0.01)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.25 * losses[0]
+    assert all(
+        float(layer.lora_B.detach().abs().sum()) > 0 for layer in lora_layers(model).values()
     )
-    assert torch.allclose(quantised(x), model(x), atol=0.1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in frozen.items())
+    with pytest.raises(AttributeError, match="frozen int8 values and cannot be assigned or merged"):
+        lora_layers(model)["0"].merge()
+
+
+def test_int8_refuses_what_cannot_work():
+    with pytest.raises(
+        ValueError, match="no frozen nn.Linear layer to quantise; int8 weights cannot be trained"
+    ):
+        quantize_frozen_linear(torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    on_meta = torch.nn.Linear(4, 2, device="meta").requires_grad_(False)
+    with pytest.raises(
+        ResourceUnavailableError, match="supported on the CPU only; the model is on meta"
+    ):
+        quantize_frozen_linear(torch.nn.Sequential(on_meta))
+    with pytest.raises(
+        ResourceUnavailableError, match="precision='int8' is not supported on 'cuda'"
+    ):
+        resolve(device="cuda", precision="int8", hardware=GPU_BOX)
+    with pytest.raises(TypeError, match="linear must be a torch.nn.Linear, got ReLU"):
+        Int8Linear(torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     assert resolve(device="cpu", hardware=CPU_ONLY).quantize(model) is model
+    assert type(model[0]) is torch.nn.Linear, "fp32 leaves the model alone"
+
+
+def test_int8_layer_matches_its_float_layer_and_keeps_partly_trainable_layers():
+    torch.manual_seed(1)
+    frozen, head = torch.nn.Linear(16, 8), torch.nn.Linear(8, 3)
+    frozen.requires_grad_(False)
+    model = quantize_frozen_linear(torch.nn.Sequential(frozen, torch.nn.Tanh(), head))
+    assert type(model[0]).__name__ == "Int8Linear" and model[2] is head, "trainable head stays"
+    weight = frozen.weight
+    assert float((model[0].weight - weight).abs().max()) <= float(weight.abs().max()) / 254 + 1e-7
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 16)).dtype == torch.bfloat16
 
 
 def test_pick_by_model_size():
@@ -125,33 +189,18 @@ def test_pick_by_model_size():
         res.pick({"tiny": 0, "large": 3})
 
 
-def test_config_from_json_yaml_and_unknown_keys(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps({"device": "cpu", "precision": "bf16"}))
-    (tmp_path / "b.yaml").write_text("device: cpu\nlite: false\n")
-    (tmp_path / "c.yaml").write_text("device: cpu\nprecison: bf16\n")
-    assert ResourceConfig.from_file(tmp_path / "a.json").precision == "bf16"
-    assert ResourceConfig.from_file(tmp_path / "b.yaml").lite is False
-    with pytest.raises(
-        ValueError, match="unknown resource config keys 'precison'; accepted keys are"
-    ):
-        ResourceConfig.from_file(tmp_path / "c.yaml")
-    with pytest.raises(ValueError, match="has suffix '.toml'"):
-        load_mapping(tmp_path / "d.toml")
-    (tmp_path / "e.yaml").write_text("- a list\n")
-    with pytest.raises(ValueError, match="must hold a mapping"):
-        load_mapping(tmp_path / "e.yaml")
-    (tmp_path / "f.yaml").write_text("device: cpu\nprecision: bf16\ndevice: cuda\n")
-    with pytest.raises(ValueError, match=r"key 'device' appears twice \(lines 1 and 3\)"):
-        ResourceConfig.from_file(tmp_path / "f.yaml")
-
-
-def test_config_from_argparse():
-    parser = argparse.ArgumentParser()
-    ResourceConfig.add_arguments(parser)
-    config = ResourceConfig.from_args(
-        parser.parse_args(["--device", "cpu", "--full", "--allow-fallback"])
+def test_config_reports_every_problem_with_did_you_mean():
+    with pytest.raises(ConfigError) as info:
+        ResourceConfig.from_dict({"device": "tpu", "precison": "bf16", "lite": "yes"})
+    assert info.value.problems == [
+        "unknown key 'precison' (did you mean 'precision'?); accepted keys: 'allow_fallback', "
+        "'device', 'lite', 'model_size', 'precision'.",
+        "device='tpu' is not supported; expected one of 'auto', 'cpu', 'cuda', 'mps'.",
+        "lite must be True or False, got 'yes' (str).",
+    ]
+    with pytest.raises(ConfigError, match="unknown key 'gpu'"):
+        resolve(ResourceConfig(), gpu=True)
+    assert ResourceConfig.from_dict({"lite": None, "precision": "bf16"}).precision == "bf16"
+    assert ResourceConfig.from_dict(ResourceConfig(device="cpu").to_dict()) == ResourceConfig(
+        device="cpu"
     )
-    assert config == ResourceConfig(device="cpu", lite=False, allow_fallback=True)
-    assert ResourceConfig.from_args(parser.parse_args([])) == ResourceConfig()
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--device", "tpu"])

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from mlcourse.seeding import make_generator, seed_everything, seed_worker, set_deterministic
+from mlcourse.seeding import (
+    capture_rng_state,
+    make_generator,
+    restore_rng_state,
+    seed_everything,
+    seed_worker,
+    set_deterministic,
+)
 
 
 def draw():
@@ -66,3 +73,17 @@ def test_seed_worker_copies_torch_seed_to_numpy_and_random():
     torch.manual_seed(123)
     seed_worker(0)
     assert (random.random(), np.random.rand()) == a
+
+
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
+    seed_everything(11)
+    draw()  # move every generator, and leave a cached NumPy gaussian behind
+    np.random.standard_normal()
+    random.gauss(0, 1)
+    torch.save(capture_rng_state(), tmp_path / "rng.pt")
+    expected = (draw(), float(np.random.standard_normal()), random.gauss(0, 1))
+    seed_everything(99)
+    restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (draw(), float(np.random.standard_normal()), random.gauss(0, 1)) == expected
+    with pytest.raises(ValueError, match=r"state lacks \['numpy', 'python'\]"):
+        restore_rng_state({"torch": torch.get_rng_state(), "cuda": []})

@@ -18,24 +18,17 @@ import torch
 import yaml
 from test_artifacts import kill_mid_save
 
+from mlcourse.config_fields import ConfigError
 from mlcourse.integrity import ChecksumError
-from mlcourse.train import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    HANG_ENV,
-    latest_checkpoint,
-    load_trained_model,
-    main,
-    read_metrics,
-    tracking_uri,
-)
-from mlcourse.train_config import (
-    ConfigError,
-    TrainConfig,
-    apply_overrides,
-    expand_sweep,
-)
+from mlcourse.numerics import PIN_VARIABLES, numerics_pins
+from mlcourse.training.checkpoints import latest_checkpoint, load_trained_model
+from mlcourse.training.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from mlcourse.training.config import TrainConfig
+from mlcourse.training.data import load_data
+from mlcourse.training.model import evaluate
+from mlcourse.training.overrides import apply_overrides, expand_sweep
+from mlcourse.training.runs import read_metrics
+from mlcourse.training.tracking import tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -71,10 +64,25 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def no_tracking_server(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(HANG_ENV, raising=False)
 
 
 # --- resume after a real kill -----------------------------------------------------------------
+
+
+# The training command with a step hook that stops making progress after step N, so that
+# the test can kill the process at a known point. The hook is this test's, passed to main().
+HANGING_COMMAND = """
+import sys, time
+from mlcourse.training.cli import main
+
+def hang_after(step):
+    if step == int(sys.argv[1]):
+        print(f"test hook: hanging after step {step}", flush=True)
+        while True:
+            time.sleep(1)
+
+sys.exit(main(sys.argv[2:], on_step=hang_after))
+"""
 
 
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
@@ -82,17 +90,18 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     that was never interrupted."""
     config = write_config(tmp_path, {**SMALL, "epochs": 3, "checkpoint_every": 20})
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "mlcourse.train", "--config", str(config),
-               "--runs-dir", str(runs), "--no-progress"]  # fmt: skip
+    arguments = ["--config", str(config), "--runs-dir", str(runs), "--no-progress"]
+    # Fresh commands without pins in their environment: the command pins the numerics itself.
+    env = {k: v for k, v in os.environ.items() if k not in PIN_VARIABLES}
     whole = subprocess.Popen(
-        [*command, "--run-name", "whole"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-m", "mlcourse.train", *arguments, "--run-name", "whole"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
     # Step 47 lies mid-epoch, 7 steps after the checkpoint at step 40: those steps, and the
     # metrics of epoch 1, must be redone or kept exactly right.
-    env = {**os.environ, HANG_ENV: "47"}
     victim = subprocess.Popen(
-        [*command, "--run-name", "victim"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, "-c", HANGING_COMMAND, "47", *arguments, "--run-name", "victim"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     seen = []
@@ -131,6 +140,10 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert summary["weights_sha256"] == json.loads(
         (runs / "whole" / "summary.json").read_text())["weights_sha256"]  # fmt: skip
     assert (victim_dir / "run_record.resume-1.json").exists()
+    # every session records the numerics it ran under; the fresh commands pinned them
+    record = json.loads((runs / "whole" / "run_record.json").read_text())
+    pins = {k: v for k, v in record["environment"]["numerics"]["pins"].items() if v is not None}
+    assert pins == numerics_pins()
 
 
 def test_resume_before_the_first_checkpoint_starts_over(tmp_path, capsys):
@@ -352,11 +365,16 @@ BAD_CONFIGS = [
     ({"optimizer": {"name": "adam", "momentum": 0.9}},
      ["optimizer.momentum is used only when optimizer.name is one of 'sgd'"]),
     ({"scheduler": {"name": "cosine", "gamma": 0.3}}, ["scheduler.gamma is used only"]),
-    ({"data": {"dataset": "moons", "n_classes": 3}}, ["has exactly 2 classes"]),
+    ({"data": {"dataset": "moons", "n_classes": 3}},
+     ["data.n_classes is used only when data.dataset is one of 'blobs', 'spirals'"]),
     ({"data": {"dataset": "digits", "noise": 0.5}}, ["data.noise is used only"]),
     ({"optimizer": "sgd"}, ["section 'optimizer' must be a mapping"]),
     ({"resources": {"device": "tpu"}}, ["resources.device='tpu' is not supported"]),
-    ({"resources": {"precision": "int8"}}, ["resources.precision='int8' is for inference"]),
+    ({"resources": {"precision": "int8"}},
+     ["resources.precision='int8' stores frozen weights in int8",
+      "mlcourse-train trains every weight, which int8 cannot"]),
+    ({"resources": {"model_size": "large"}}, ["model.hidden=[32] and resources.model_size='large' both set"]),
+    ({"resources": {"model_size": "huge"}}, ["resources.model_size='huge' is not supported"]),
     ({"resources": {"gpu": True}}, ["unknown key 'resources.gpu'"]),
     ({"name": "my model"}, ["name='my model' is not a valid name"]),
     ({"seed": -1}, ["seed=-1 is out of range"]),
@@ -512,8 +530,6 @@ def test_run_folder_contents_and_report(tmp_path, capsys, monkeypatch):
     model, checkpoint = load_trained_model(run / summary["checkpoint"])
     assert checkpoint.weights_sha256 == summary["weights_sha256"]
     assert checkpoint.metadata["dataset"]["sizes"] == summary["sizes"]
-    from mlcourse.train import evaluate, load_data
-
     data = load_data(TrainConfig.from_file(config).data)
     assert evaluate(model, *data.test)["accuracy"] == summary["test_accuracy"]
     assert load_trained_model(run)[1].path == checkpoint.path  # a run folder: newest checkpoint
@@ -532,6 +548,35 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert "# run 'small-lr0.05' (start)" in out and "# run 'small-lr0.1' (start)" in out
     assert "epochs: 4" in out
     assert not runs.exists()
+
+
+def test_model_size_sets_the_widths_and_resume_keeps_them(tmp_path, capsys):
+    values = {**SMALL, "epochs": 1, "model": {}, "resources": {"model_size": "medium"}}
+    config = write_config(tmp_path, values)
+    runs = tmp_path / "runs"
+    args = ["--config", str(config), "--runs-dir", str(runs)]
+    assert main([*args, "--dry-run", "--sweep", "resources.model_size=small,large"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "# hidden widths [64] (from resources.model_size='small')" in out
+    assert "# hidden widths [1024, 512, 256] (from resources.model_size='large')" in out
+    assert main([*args, "--quiet"]) == EXIT_OK
+    run = runs / "small"
+    model, checkpoint = load_trained_model(run)
+    assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)] == [256, 128, 10]
+    record = json.loads((run / "run_record.json").read_text())
+    assert record["run"]["model"] == {"hidden": [256, 128], "from": "resources.model_size"}
+    assert record["resources"]["model_size"] == "medium"
+    # A run whose record says it was built with other widths (say, model_size 'auto' on a
+    # GPU) is not resumed where the same config picks another size.
+    (run / "summary.json").unlink()
+    record["run"]["model"]["hidden"] = [512]
+    (run / "run_record.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == EXIT_USAGE
+    assert (
+        "started with hidden widths [512], but resources.model_size='medium' picks [256, 128]"
+        in (capsys.readouterr().err)
+    )
 
 
 def test_sweep_runs_every_combination(tmp_path, capsys):
