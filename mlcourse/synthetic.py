@@ -4,9 +4,9 @@ All generators take a ``seed`` and use NumPy's PCG64 generator, whose streams ar
 platform-independent, then return float32 / int64 torch tensors.
 
 Example:
-    >>> X, y, w = make_regression(100, n_features=3, noise=0.1, seed=0)
-    >>> tuple(X.shape), tuple(y.shape), tuple(w.shape)
-    ((100, 3), (100,), (3,))
+    >>> X, y = make_classification_2d(100, kind="spirals", n_classes=3, seed=0)
+    >>> tuple(X.shape), tuple(y.shape), X.dtype, y.dtype
+    ((100, 2), (100,), torch.float32, torch.int64)
 """
 
 from __future__ import annotations
@@ -24,24 +24,6 @@ SEQUENCE_TASKS = ("copy", "reverse", "sort")
 
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(check_int("seed", seed, min_value=0))
-
-
-def make_regression(
-    n_samples: int, *, n_features: int = 1, noise: float = 0.1, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Linear data ``y = X @ w + noise`` with standard-normal ``X`` and ``w``.
-
-    Returns:
-        ``(X, y, w)``: inputs ``(n, d)``, targets ``(n,)`` and the true weights ``(d,)``.
-    """
-    n_samples = check_int("n_samples", n_samples, min_value=1)
-    n_features = check_int("n_features", n_features, min_value=1)
-    noise = check_float("noise", noise, min_value=0.0)
-    rng = _rng(seed)
-    X = rng.standard_normal((n_samples, n_features))
-    w = rng.standard_normal(n_features)
-    y = X @ w + noise * rng.standard_normal(n_samples)
-    return _f32(X), _f32(y), _f32(w)
 
 
 def make_sine(
@@ -64,35 +46,6 @@ def make_sine(
     rng = _rng(seed)
     x = rng.uniform(low, high, n_samples)
     y = np.sin(2 * math.pi * x) + noise * rng.standard_normal(n_samples)
-    return _f32(x), _f32(y)
-
-
-def make_polynomial(
-    n_samples: int,
-    coefficients: list[float] | tuple[float, ...],
-    *,
-    noise: float = 0.1,
-    seed: int = 0,
-    low: float = -1.0,
-    high: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points on ``sum_k coefficients[k] * x**k`` plus Gaussian noise.
-
-    Example:
-        >>> x, y = make_polynomial(3, [1.0, 0.0, 2.0], noise=0.0)
-        >>> torch.allclose(y, 1 + 2 * x**2)
-        True
-    """
-    n_samples = check_int("n_samples", n_samples, min_value=1)
-    if len(coefficients) == 0:
-        raise ValueError("coefficients must hold at least one number, got an empty sequence.")
-    coefs = [check_float(f"coefficients[{k}]", c) for k, c in enumerate(coefficients)]
-    noise = check_float("noise", noise, min_value=0.0)
-    low = check_float("low", low)
-    high = check_float("high", high, min_value=low, min_inclusive=False)
-    rng = _rng(seed)
-    x = rng.uniform(low, high, n_samples)
-    y = np.polynomial.polynomial.polyval(x, coefs) + noise * rng.standard_normal(n_samples)
     return _f32(x), _f32(y)
 
 

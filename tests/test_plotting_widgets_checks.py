@@ -12,7 +12,6 @@ from mlcourse.checks import expect_close, expect_equal, expect_true  # noqa: E40
 from mlcourse.plotting import (  # noqa: E402
     COURSE_STYLE,
     plot_curves,
-    plot_decision_regions,
     plot_intervals,
     use_course_style,
 )
@@ -27,21 +26,15 @@ def test_course_style_applies():
 
 
 def test_plot_helpers_draw_and_validate():
-    fig, axes = plt.subplots(1, 3)
+    fig, axes = plt.subplots(1, 2)
     plot_curves({"train": [3, 2, 1], "val": [3, 2.5, 2]}, ax=axes[0], logy=True)
     assert len(axes[0].lines) == 2 and axes[0].get_yscale() == "log"
     plot_intervals(["a", "b"], [0.8, 0.9], [0.7, 0.85], [0.85, 0.95], ax=axes[1], reference=0.8)
-    X = np.random.default_rng(0).normal(size=(20, 2))
-    plot_decision_regions(
-        lambda P: (P[:, 0] > 0).astype(int), X, (X[:, 0] > 0).astype(int), ax=axes[2]
-    )
     plt.close(fig)
     with pytest.raises(ValueError, match="at least one named series"):
         plot_curves({})
     with pytest.raises(ValueError, match="same non-zero length"):
         plot_intervals(["a"], [1, 2], [0], [2])
-    with pytest.raises(ValueError, match=r"X must have shape \(n, 2\)"):
-        plot_decision_regions(lambda P: P, np.zeros((3, 3)), np.zeros(3))
 
 
 def test_explorer_redraws_summary_and_image_when_a_control_moves():

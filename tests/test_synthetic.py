@@ -3,19 +3,9 @@ import torch
 
 from mlcourse.synthetic import (
     make_classification_2d,
-    make_polynomial,
-    make_regression,
     make_sequence_task,
     make_sine,
 )
-
-
-def test_regression_is_linear_plus_noise_and_repeatable():
-    X, y, w = make_regression(500, n_features=3, noise=0.0, seed=1)
-    assert torch.allclose(X @ w, y, atol=1e-5)
-    X2, y2, _ = make_regression(500, n_features=3, noise=0.0, seed=1)
-    assert torch.equal(X, X2) and torch.equal(y, y2)
-    assert not torch.equal(X, make_regression(500, n_features=3, seed=2)[0])
 
 
 def test_known_values_are_the_same_on_every_machine():
@@ -24,12 +14,10 @@ def test_known_values_are_the_same_on_every_machine():
     assert [round(v, 6) for v in x.tolist()] == [0.636962, 0.269787, 0.040974]
 
 
-def test_sine_and_polynomial_shapes_and_values():
+def test_sine_shapes_and_values():
     x, y = make_sine(50, noise=0.0, seed=3, low=-1.0, high=2.0)
     assert x.min() >= -1.0 and x.max() <= 2.0
     assert torch.allclose(y, torch.sin(2 * torch.pi * x), atol=1e-5)
-    x, y = make_polynomial(20, [1.0, -2.0, 0.5], noise=0.0, seed=0)
-    assert torch.allclose(y, 1 - 2 * x + 0.5 * x**2, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["blobs", "moons", "circles", "spirals"])
@@ -60,10 +48,9 @@ def test_sequence_tasks(task):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: make_regression(0), "n_samples=0 is out of range"),
-        (lambda: make_regression(5, noise=-1.0), "noise=-1.0 is out of range"),
+        (lambda: make_sine(0), "n_samples=0 is out of range"),
+        (lambda: make_sine(5, noise=-1.0), "noise=-1.0 is out of range"),
         (lambda: make_sine(5, low=1.0, high=1.0), "high=1.0 is out of range"),
-        (lambda: make_polynomial(5, []), "coefficients must hold at least one number"),
         (lambda: make_sequence_task(5, task="shuffle"), "task='shuffle' is not supported"),
         (lambda: make_sequence_task(5, vocab_size=1), "vocab_size=1 is out of range"),
         (lambda: make_sine(5, seed=-3), "seed=-3 is out of range"),
