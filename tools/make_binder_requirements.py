@@ -1,18 +1,20 @@
-"""Derive the CPU-only pins (Binder, Docker, ``MLCOURSE_TORCH=cpu``) from requirements.lock.
+"""Derive the CPU-only pins (Binder, Docker, ``MLCOURSE_TORCH=cpu``) from the two locks.
 
     python3 tools/make_binder_requirements.py          # rewrite binder/requirements*.txt
     python3 tools/make_binder_requirements.py --check  # exit 1 if they are out of date
 
-Writes two files:
+Writes three files:
 
-* ``binder/requirements.txt``: every pin of the lock, byte for byte with its hashes,
-  except torch, torchvision and the CUDA libraries only torch needs (``nvidia-*``,
-  ``cuda-*``, ``triton``). mybinder.org installs it before ``binder/postBuild``.
-* ``binder/requirements-torch-cpu.txt``: the lock's torch and torchvision versions in
+* ``binder/requirements.txt`` (from ``requirements.lock``, the learner's set) and
+  ``binder/requirements-dev.txt`` (from ``requirements-dev.lock``): every pin of the lock,
+  byte for byte with its hashes, except torch, torchvision and the CUDA libraries only
+  torch needs (``nvidia-*``, ``cuda-*``, ``triton``). mybinder.org installs the first
+  before ``binder/postBuild``.
+* ``binder/requirements-torch-cpu.txt``: the locks' torch and torchvision versions in
   PyTorch's CPU-only build, from PyTorch's own index, installed with ``--no-deps``.
 
 Run it after every ``python3 course.py lock``; the tests fail while the files are stale.
-Standard library only, like course.py.
+Standard library only, like course.py (it reads the locks with ``mlcourse/locks.py``).
 """
 
 from __future__ import annotations
@@ -21,65 +23,24 @@ import argparse
 import re
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = ROOT / "requirements.lock"
-REQUIREMENTS = ROOT / "binder" / "requirements.txt"
+sys.path.insert(0, str(ROOT))
+
+from mlcourse.locks import LockedPin, parse_lock  # noqa: E402  (standard library only)
+
+# lock -> the CPU requirements made from it
+SETS = {
+    ROOT / "requirements.lock": ROOT / "binder" / "requirements.txt",
+    ROOT / "requirements-dev.lock": ROOT / "binder" / "requirements-dev.txt",
+}
 TORCH_CPU = ROOT / "binder" / "requirements-torch-cpu.txt"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Replaced by their CPU builds.
 TORCH_PACKAGES = ("torch", "torchvision")
 # Needed only by torch's CUDA build: left out of the CPU pins.
 CUDA_ONLY = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
-
-
-@dataclass(frozen=True)
-class LockedPin:
-    """One ``name==version`` entry of the lock, with its markers, hashes and comments."""
-
-    name: str  # normalised: lower case, '-' for '_' and '.'
-    version: str
-    block: str  # the entry's text exactly as in the lock
-    required_by: frozenset[str]  # from uv's "# via" comments
-
-    @property
-    def markers(self) -> str:
-        first = self.block.splitlines()[0].rstrip(" \\")
-        return first.split(";", 1)[1].strip() if ";" in first else ""
-
-
-def normalise(name: str) -> str:
-    """PEP 503 name normalisation: ``Jinja2`` and ``jinja_2`` -> ``jinja2``, ``jinja-2``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def parse_lock(text: str) -> tuple[str, list[LockedPin]]:
-    """Split a uv-compiled lock into its header comment and its entries."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if PIN.match(line)), None)
-    if start is None:
-        raise ValueError("requirements.lock holds no `name==version` pins")
-    header = "".join(lines[:start])
-    pins: list[LockedPin] = []
-    for block in re.split(r"(?m)^(?=[A-Za-z0-9][A-Za-z0-9._-]*==)", "".join(lines[start:])):
-        if not block.strip():
-            continue
-        match = PIN.match(block)
-        if match is None:  # pragma: no cover - the split only yields pin-led blocks
-            raise ValueError(f"cannot parse lock entry: {block[:80]!r}")
-        via = re.findall(r"#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)", block)
-        pins.append(
-            LockedPin(
-                name=normalise(match["name"]),
-                version=match["version"],
-                block=block,
-                required_by=frozenset(normalise(v) for v in via if v != "via"),
-            )
-        )
-    return header, pins
 
 
 def split_pins(pins: list[LockedPin]) -> tuple[list[LockedPin], list[LockedPin], list[LockedPin]]:
@@ -101,14 +62,14 @@ def split_pins(pins: list[LockedPin]) -> tuple[list[LockedPin], list[LockedPin],
     return kept, torch, cuda
 
 
-def render(lock_text: str) -> dict[Path, str]:
-    """The two CPU requirement files for a lock's text, keyed by their paths."""
+def render(lock_text: str, lock_name: str = "requirements.lock") -> tuple[str, str]:
+    """The CPU requirements and the torch-CPU file for a lock's text."""
     header, pins = parse_lock(lock_text)
     kept, torch, cuda = split_pins(pins)
     command = next((line.strip("# \n") for line in header.splitlines() if "compile" in line), "")
     left_out = ", ".join(sorted({p.name for p in cuda} | set(TORCH_PACKAGES)))
     requirements = (
-        "# GENERATED by tools/make_binder_requirements.py from requirements.lock: do not edit.\n"
+        f"# GENERATED by tools/make_binder_requirements.py from {lock_name}: do not edit.\n"
         "# The lock's pins and hashes (Python 3.11), less torch's CUDA build. Left out:\n"
         + textwrap.fill(
             left_out,
@@ -132,23 +93,33 @@ def render(lock_text: str) -> dict[Path, str]:
         lines.append(f"{pin.name}=={pin.version}+cpu ; platform_machine == 'x86_64'\n")
         lines.append(f"{pin.name}=={pin.version} ; platform_machine != 'x86_64'\n")
     torch_cpu = (
-        "# GENERATED by tools/make_binder_requirements.py from requirements.lock: do not edit.\n"
-        "# The lock's torch and torchvision versions in PyTorch's CPU-only build, from\n"
+        "# GENERATED by tools/make_binder_requirements.py from the locks: do not edit.\n"
+        "# The locks' torch and torchvision versions in PyTorch's CPU-only build, from\n"
         "# PyTorch's own index and no other. Install with `pip install --no-deps -r` after\n"
-        "# binder/requirements.txt, which pins (and hash-checks) all their dependencies.\n"
+        "# binder/requirements.txt (or -dev.txt), which pin and hash-check their dependencies.\n"
         "# No hashes here: these wheels are not on PyPI, so the lock cannot hold their\n"
         "# hashes, and in hash-checking mode pip refuses any requirement without one\n"
         "# (hence two files). x86_64 wheels carry the local version `+cpu`; the\n"
         "# aarch64 and macOS ones on the same index do not, and `==X.Y.Z` matches both.\n"
         f"--index-url {TORCH_CPU_INDEX}\n" + "".join(lines)
     )
-    return {REQUIREMENTS: requirements, TORCH_CPU: torch_cpu}
+    return requirements, torch_cpu
 
 
-def stale_files(lock: Path = LOCK) -> list[Path]:
-    """The generated files that differ from what the current lock gives."""
-    wanted = render(lock.read_text())
-    return [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
+def wanted_files() -> dict[Path, str]:
+    """Every generated file, keyed by path, from the current locks (which must agree on torch)."""
+    files: dict[Path, str] = {}
+    for lock, target in SETS.items():
+        requirements, torch_cpu = render(lock.read_text(), lock.name)
+        if files.setdefault(TORCH_CPU, torch_cpu) != torch_cpu:
+            raise ValueError("the two locks pin different torch or torchvision versions")
+        files[target] = requirements
+    return files
+
+
+def stale_files() -> list[Path]:
+    """The generated files that differ from what the current locks give."""
+    return [p for p, text in wanted_files().items() if not p.exists() or p.read_text() != text]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{path.relative_to(ROOT)} is out of date: run {Path(__file__).relative_to(ROOT)}"
             )
         return 1 if stale else 0
-    for path, text in render(LOCK.read_text()).items():
+    for path, text in wanted_files().items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
     return 0
