@@ -66,6 +66,7 @@ def test_every_learner_pin_is_in_the_developers_lock_byte_for_byte():
     dev = {p.name + p.markers: p.block for p in parse_lock(LOCKS["dev"].read_text())[1]}
     missing = sorted(set(learner) - set(dev))
     assert not missing, f"in requirements.lock but not requirements-dev.lock: {missing}"
+
     # same version and hashes (uv's "# via" comments may name more dependants in dev)
     def entry(block: str) -> list[str]:
         return [line for line in block.splitlines() if not line.strip().startswith("#")]
