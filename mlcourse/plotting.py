@@ -99,37 +99,3 @@ def plot_intervals(
     if reference is not None:
         ax.axvline(reference, color="grey", linestyle="--", linewidth=1)
     return ax
-
-
-def plot_decision_regions(
-    predict: object,
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    ax: Axes | None = None,
-    resolution: int = 200,
-) -> Axes:
-    """Colour the plane by a classifier's prediction and scatter the labelled points.
-
-    Args:
-        predict: maps an ``(m, 2)`` float array to ``(m,)`` integer class labels.
-    """
-    if not callable(predict):
-        raise TypeError(f"predict must be callable, got {type(predict).__name__}.")
-    X, y = np.asarray(X, dtype=float), np.asarray(y)
-    if X.ndim != 2 or X.shape[1] != 2:
-        raise ValueError(f"X must have shape (n, 2), got {X.shape}.")
-    ax = ax or plt.gca()
-    pad = 0.5
-    xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, resolution)
-    ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, resolution)
-    gx, gy = np.meshgrid(xs, ys)
-    zz = np.asarray(predict(np.column_stack([gx.ravel(), gy.ravel()]))).reshape(gx.shape)
-    n_classes = int(max(zz.max(), y.max())) + 1
-    cmap = mpl.colors.ListedColormap(PALETTE[:n_classes])
-    ax.contourf(gx, gy, zz, levels=np.arange(n_classes + 1) - 0.5, cmap=cmap, alpha=0.25)
-    ax.scatter(
-        X[:, 0], X[:, 1], c=y, cmap=cmap, s=12, edgecolors="none", vmin=-0.5, vmax=n_classes - 0.5
-    )
-    ax.set_aspect("equal")
-    return ax
