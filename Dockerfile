@@ -6,6 +6,9 @@
 #
 # Offline use, e.g. grading: the course's console scripts are on PATH.
 #   docker run --rm --network none mlcourse mlcourse-grade --help
+# mlcourse-grade runs each submission in a bubblewrap sandbox (installed below); inside a
+# container that needs namespaces allowed (docs/instructors.md, "Without a sandbox"):
+#   docker run --rm --security-opt seccomp=unconfined --security-opt apparmor=unconfined ...
 #
 # Set-up runs the same command a learner runs, `python3 course.py setup` (part of
 # `course.py lab` / `course.py test`), with MLCOURSE_TORCH=cpu: the lock's pins, hash-
@@ -24,6 +27,12 @@ ENV MLCOURSE_TORCH=cpu \
 # can be saved.
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash learner \
     && install -d -o learner -g learner /opt/mlcourse-venv
+
+# The grading sandbox (bubblewrap, from the base image's Debian release).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 
 USER 1000:1000
 WORKDIR /home/learner/mlcourse

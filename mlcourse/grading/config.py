@@ -29,13 +29,17 @@ from nbgrader.preprocessors import (
     IncludeHeaderFooter,
     InstantiateTests,
     LockCells,
-    OverwriteCells,
     OverwriteKernelspec,
     SaveCells,
 )
 from traitlets.config import Config, PyFileConfigLoader
 
-from mlcourse.grading.preprocessors import ClearExerciseOutputs, ForceLiteMode, RestoreDeletedCells
+from mlcourse.grading.preprocessors import (
+    ClearExerciseOutputs,
+    ForceLiteMode,
+    OverwriteReleasedCells,
+    RestoreDeletedCells,
+)
 from mlcourse.validation import check_int
 
 CONFIG_FILE = "nbgrader_config.py"
@@ -58,13 +62,15 @@ RELEASE_PREPROCESSORS = [
     ComputeChecksums,
     CheckCellMetadata,
 ]
-# nbgrader's Autograde sanitising pipeline plus RestoreDeletedCells and ForceLiteMode.
+# nbgrader's Autograde sanitising pipeline plus RestoreDeletedCells and ForceLiteMode, with
+# OverwriteCells quiet about untouched test cells. (Plain `nbgrader autograde` in the course
+# directory uses it; `mlcourse-grade grade` does the same clean-up itself, before sandboxing.)
 SANITIZE_PREPROCESSORS = [
     ClearOutput,
     DeduplicateIds,
     OverwriteKernelspec,
     RestoreDeletedCells,
-    OverwriteCells,
+    OverwriteReleasedCells,
     ForceLiteMode,
     CheckCellMetadata,
 ]

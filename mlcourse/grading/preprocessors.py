@@ -11,6 +11,9 @@ these into nbgrader's own pipelines, so plain ``nbgrader generate_assignment`` a
   always graded with every test the instructor wrote.
 - :class:`ForceLiteMode` (autograde): injects ``lite = True`` after the parameters cell,
   so grading never runs a lesson's full-size version.
+- :class:`OverwriteReleasedCells` (autograde): nbgrader's ``OverwriteCells`` without its
+  false alarm: a test cell exactly as released (hidden tests removed) is restored
+  silently; only one a student changed is reported.
 
 Example:
     >>> import nbformat
@@ -29,7 +32,7 @@ from typing import Any
 
 from nbformat.notebooknode import NotebookNode, from_dict
 from nbgrader import utils
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 from traitlets import Unicode
 
 INJECTED_TAG = "injected-by-mlcourse-grade"
@@ -208,3 +211,42 @@ def restore_missing_cells(
         nb.cells.insert(index, from_dict(cell))
         restored.append(grade_id)
     return restored
+
+
+def released_source(source: str) -> str:
+    """A test cell's source as students get it: its hidden-test blocks removed.
+
+    Example:
+        >>> released_source("a()\\n### BEGIN HIDDEN TESTS\\nb()\\n### END HIDDEN TESTS\\nc()")
+        'a()\\nc()'
+    """
+    cell = from_dict({"cell_type": "code", "source": source, "metadata": {}})
+    ClearHiddenTests()._remove_hidden_test_region(cell)
+    return cell.source
+
+
+class OverwriteReleasedCells(OverwriteCells):
+    """nbgrader's ``OverwriteCells``, quiet for untouched test cells.
+
+    A released test cell lacks its hidden tests, so its checksum always differs from the
+    one nbgrader stored, and ``OverwriteCells`` warns for every test cell of every
+    submission. A cell whose source is exactly the released one gets the stored source
+    first; a cell the student changed is still reported (and restored).
+    """
+
+    def preprocess_cell(
+        self, cell: NotebookNode, resources: dict[str, Any], cell_index: int
+    ) -> tuple[NotebookNode, dict[str, Any]]:
+        from nbgrader.api import MissingEntry
+
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and utils.is_locked(cell):
+            try:
+                stored = self.gradebook.find_source_cell(
+                    grade_id, self.notebook_id, self.assignment_id
+                )
+            except MissingEntry:
+                stored = None
+            if stored is not None and cell.source == released_source(stored.source):
+                cell.source = stored.source
+        return super().preprocess_cell(cell, resources, cell_index)

@@ -1,4 +1,4 @@
-"""Find the submissions of a lesson, check them, and note what a student changed.
+"""Stage 1 of grading: import the submissions of a lesson, check them, note what a student changed.
 
 A submissions folder holds one folder per student with the lesson inside, as an LMS
 download or a shared drive usually gives it::
@@ -9,8 +9,10 @@ download or a shared drive usually gives it::
 
 :func:`import_submissions` copies them into the course's ``submitted/`` folder
 (nbgrader's layout), refusing to replace a different file already there unless told to.
-A submission that cannot be graded (no notebook, not a notebook, a student id nbgrader
-cannot store) is kept with the reason.
+A submission that cannot be graded is kept with the reason: ``missing`` when no notebook
+was handed in, ``ungradable`` when the file is not a notebook, too large, or a symbolic
+link (which could point at another student's file). Entries that are not student
+folders are listed as ignored.
 
 Example:
     >>> check_student_id("alice")
@@ -32,9 +34,10 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-from mlcourse.grading.course import Course
+from mlcourse.grading.course_directory import Course
 from mlcourse.grading.preprocessors import INJECTED_TAG
 
+MAX_NOTEBOOK_BYTES = 64 * 2**20  # larger files are not read (and not graded)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 _LITE_ASSIGNMENT = re.compile(r"^lite\s*(:[^=]+)?=(?P<value>[^#\n]*)", flags=re.MULTILINE)
 
@@ -48,12 +51,14 @@ class Submission:
         notebook: the submission inside the course's ``submitted/`` folder; ``None`` when
             nothing usable was handed in.
         problem: why it cannot be graded; ``None`` when it can.
+        missing: whether nothing was handed in (else a file was, but cannot be graded).
         notes: what the student changed that grading undoes (edited tests, ``lite``).
     """
 
     student: str
     notebook: Path | None = None
     problem: str | None = None
+    missing: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,6 +74,9 @@ def check_student_id(student: str) -> str:
 
 def read_submission(path: str | os.PathLike[str]) -> NotebookNode:
     """Read a submitted notebook; raise ``ValueError`` saying why it is not one."""
+    problem = _file_problem(Path(path))
+    if problem is not None:
+        raise ValueError(problem)
     try:
         return nbformat.read(path, as_version=4)
     except Exception as error:  # JSON, encoding or schema problems all mean "not a notebook"
@@ -76,6 +84,18 @@ def read_submission(path: str | os.PathLike[str]) -> NotebookNode:
         raise ValueError(
             f"not a readable notebook ({type(error).__name__}: {message[:200]})"
         ) from None
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why the handed-in file cannot even be copied, or ``None``."""
+    if path.is_symlink():
+        return "the notebook is a symbolic link, not a file; hand in the file itself"
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        return (
+            f"the notebook is too large to grade ({path.stat().st_size / 2**20:.1f} MiB; "
+            f"the limit is {MAX_NOTEBOOK_BYTES // 2**20} MiB)"
+        )
+    return None
 
 
 def _describe(folder: Path) -> str:
@@ -109,6 +129,7 @@ def import_submissions(
     """
     ignored: list[str] = []
     found: list[tuple[str, Path | None, str | None]] = []
+    missing: set[str] = set()
     if folder is None:
         base = Path(course.coursedir.format_path(course.coursedir.submitted_directory, ".", "."))
         entries = sorted(base.iterdir()) if base.is_dir() else []
@@ -121,6 +142,9 @@ def import_submissions(
         entries = sorted(base.iterdir())
     for entry in entries:
         if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_symlink():
+            ignored.append(f"{entry.name}: a symbolic link, not a student folder")
             continue
         if not entry.is_dir():
             ignored.append(f"{entry.name}: not a folder (expected <student>/{lesson}.ipynb)")
@@ -138,18 +162,20 @@ def import_submissions(
             notebook = entry / f"{lesson}.ipynb"
             where = f"{entry.name}/"
             listing = entry
-        if notebook.is_file():
-            found.append((entry.name, notebook, None))
-        elif listing.is_dir():
+        if notebook.is_symlink() or notebook.is_file():
+            found.append((entry.name, notebook, _file_problem(notebook)))
+            continue
+        missing.add(entry.name)
+        if listing.is_dir():
             found.append((entry.name, None, f"no {lesson}.ipynb in {where} ({_describe(listing)})"))
         else:
             found.append((entry.name, None, f"nothing submitted for {lesson}"))
 
     if folder is not None:
         conflicts = []
-        for student, notebook, _ in found:
+        for student, notebook, problem in found:
             target = course.notebook("submitted", lesson, student)
-            exists = notebook is not None and target.exists()
+            exists = notebook is not None and problem is None and target.exists()
             if exists and target.read_bytes() != notebook.read_bytes():
                 conflicts.append(student)
         if conflicts and not force:
@@ -160,7 +186,8 @@ def import_submissions(
                 f"{str(base)!r}."
             )
         for index, (student, notebook, problem) in enumerate(found):
-            if notebook is None:
+            if notebook is None or problem is not None:
+                found[index] = (student, None, problem)
                 continue
             target = course.notebook("submitted", lesson, student)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +198,9 @@ def import_submissions(
     submissions = []
     release = nbformat.read(course.notebook("release", lesson), as_version=4)
     for student, notebook, problem in found:
-        submission = Submission(student, notebook, problem)
+        if problem is not None:
+            notebook = None
+        submission = Submission(student, notebook, problem, missing=student in missing)
         if notebook is not None:
             try:
                 submission.notes = changes_undone(read_submission(notebook), release)

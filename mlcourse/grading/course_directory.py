@@ -1,4 +1,4 @@
-"""An nbgrader course directory for the lessons: create it, release lessons, export grades.
+"""An nbgrader course directory for the lessons: create it, release lessons, read scores.
 
 One nbgrader *assignment* per lesson, named after the lesson (``01_gradient_descent``),
 holding one notebook of the same name. The directory is nbgrader's standard layout, so
@@ -12,9 +12,11 @@ every ``nbgrader`` command works in it too::
       submitted/<student>/<lesson>/<lesson>.ipynb     what they handed in
       autograded/<student>/<lesson>/<lesson>.ipynb    executed and scored
       feedback/<student>/<lesson>/<lesson>.html       the report a student reads
-      grades.csv                                      ``nbgrader export`` of the gradebook
+      roster.csv                                      names, e-mails, LMS ids (optional)
+      grades.csv                                      every student and lesson: status, scores
       reports/<lesson>.csv                            one row per submission: status, reason
       logs/<lesson>/<student>.log                     the grading log of each submission
+      .mlcourse-grade/reference/                      the solutions' recorded checks (cache)
 
 Example:
     >>> import tempfile
@@ -32,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,7 @@ from traitlets.config import Config
 
 from mlcourse.grading.config import CONFIG_FILE, CONFIG_TEXT, load_course_config
 from mlcourse.grading.student import graded_cells, lessons_with_exercises, prepare_source
-from mlcourse.integrity import atomic_write_text, current_umask
+from mlcourse.integrity import atomic_write_text
 from mlcourse.notebooks import NOTEBOOK_DIR
 from mlcourse.validation import check_choice
 
@@ -252,24 +253,13 @@ class Course:
                 except MissingEntry:
                     gb.add_student(student)
 
-    def export(self, to: str | os.PathLike[str] | None = None) -> Path:
-        """Write ``nbgrader export``'s CSV of the whole gradebook (default ``grades.csv``)."""
-        from nbgrader.plugins import CsvExportPlugin
-
-        target = Path(to) if to is not None else self.root / "grades.csv"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            plugin = CsvExportPlugin(config=self.config)
-            plugin.to = tmp
-            with nbgrader_environment(), self.gradebook() as gb:
-                plugin.export(gb)
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return target
+    def seconds_late(self, lesson: str) -> dict[str, float]:
+        """``{student: seconds late}`` for every submission of ``lesson`` (0 if on time)."""
+        with nbgrader_environment(), self.gradebook() as gb:
+            return {
+                s.student_id: float(s.total_seconds_late or 0.0)
+                for s in gb.find_assignment(lesson).submissions
+            }
 
 
 @contextlib.contextmanager
