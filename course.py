@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up the course and run it: the only commands a newcomer needs.
 
-    python3 course.py lab     # set up (first time only), then open JupyterLab at notebooks/
+    python3 course.py lab     # set up (first time only), then open the course in JupyterLab
     python3 course.py test    # set up (first time only), then run the whole test suite
 
 On Windows type ``py course.py lab`` / ``py course.py test``. Set-up creates ``.venv``
@@ -227,31 +227,26 @@ def ensure_browser() -> bool:
     return CHROMIUM.exists()
 
 
-def lab_command(
-    python: str | os.PathLike[str], root_dir: str | os.PathLike[str], extra_args: list[str]
-) -> list[str]:
-    """The JupyterLab command line of ``course.py lab``: loopback only, login token on.
+def lab_command(python: str | os.PathLike[str], extra_args: list[str]) -> list[str]:
+    """The command of ``course.py lab``: the course's launcher, ``python -m mlcourse.lab``.
 
-    An ``--ip=...`` in ``extra_args`` replaces the loopback address (the Docker image
-    listens on ``--ip=0.0.0.0`` inside its container; JupyterLab refuses two ``--ip``).
-    The browser tests start JupyterLab with this very function, on a copy of the lessons.
+    It runs inside the environment (this file runs before anything is installed): it
+    makes the learner's ``my-work/`` copies, writes the learner (or, with
+    ``--instructor``, the instructor) settings, gives the kernels the course's numerics
+    pins, and starts JupyterLab on the start page, on 127.0.0.1 with a login token unless
+    ``extra_args`` hold an ``--ip=...`` (the Docker image listens on ``--ip=0.0.0.0``
+    inside its container). Other arguments go to JupyterLab. See ``mlcourse/lab.py``.
     """
-    command = [str(python), "-m", "jupyterlab"]
-    if not any(a.startswith(("--ip", "--ServerApp.ip")) for a in extra_args):
-        command.append("--ip=127.0.0.1")
-    command.append(f"--ServerApp.root_dir={root_dir}")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
-    return command + list(extra_args)
+    return [str(python), "-m", "mlcourse.lab", *extra_args]
 
 
 def lab(python: Path, args: list[str]) -> int:
-    """Run JupyterLab at ``notebooks/`` until it is stopped (Ctrl+C twice).
+    """Run the course's JupyterLab until it is stopped (Ctrl+C twice).
 
-    On Linux and macOS JupyterLab replaces this process, so Ctrl+C and ``docker stop``
-    reach the server itself and it shuts its kernels down cleanly.
+    On Linux and macOS it replaces this process, so Ctrl+C and ``docker stop`` reach the
+    server itself and it shuts its kernels down cleanly.
     """
-    command = lab_command(python, ROOT / "notebooks", args)
+    command = lab_command(python, args)
     print("+", " ".join(command), flush=True)
     if os.name == "posix":
         os.chdir(ROOT)
