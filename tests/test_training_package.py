@@ -16,12 +16,13 @@ TRAINING = PACKAGE / "training"
 # The layers of mlcourse.training, lowest first: a module may import only from layers below
 # its own (see mlcourse/training/__init__.py).
 LAYERS = [
-    ["overrides"],
+    ["overrides", "distributed", "shards"],
     ["config"],
     ["data", "model"],
     ["runs"],
     ["checkpoints", "tracking", "report"],
     ["resume", "state"],
+    ["session"],
     ["loop", "planning"],
     ["cli"],
 ]

@@ -6,8 +6,12 @@
     mlcourse-train --config configs/digits_mlp.yaml --set optimizer.lr=0.1 --run-name fast
     mlcourse-train --config configs/digits_mlp.yaml --sweep seed=0,1,2 --mlflow
     mlcourse-train --config configs/digits_mlp.yaml --resume     # after an interruption
+    torchrun --nproc-per-node 2 -m mlcourse.train --config configs/digits_ddp.yaml
 
-(``python -m mlcourse.train`` is the same command.) This module imports no numerical
+(``python -m mlcourse.train`` is the same command.) Under ``torchrun`` each process is one
+rank of a data-parallel run (:mod:`mlcourse.training.distributed`): every rank checks the
+command line on its own, then the ranks meet, check that they planned the same runs, and
+train; rank 0 alone writes and prints. This module imports no numerical
 library when it loads: :func:`main` first pins the numerics environment
 (:func:`mlcourse.numerics.pin_this_process`), then imports torch through the rest of
 :mod:`mlcourse.training`.
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -51,18 +57,67 @@ def main(argv: list[str] | None = None, *, on_step: Callable[[int], None] | None
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed by argparse
         return int(exit_.code or 0)
+    from mlcourse.training.distributed import launch_from_environment, leave
     from mlcourse.training.planning import plan_runs
 
     try:
-        plans = plan_runs(args, argv)
+        launch = launch_from_environment(os.environ)
+        plans = plan_runs(args, argv, launch)
+        if launch is not None and launch.is_data_parallel:
+            _join_the_other_ranks(plans, launch, args.rendezvous_timeout)
     except ConfigError as error:
         print(f"mlcourse-train: error: {error}", file=sys.stderr)
         print("Nothing was written.", file=sys.stderr)
+        leave()
         return EXIT_USAGE
-    if args.dry_run:
-        _show_plans(plans)
-        return EXIT_OK
-    return _run_all(plans, args, on_step)
+    try:
+        if args.dry_run:
+            if launch is None or launch.is_main:
+                _show_plans(plans)
+            return EXIT_OK
+        return _run_all(plans, args, on_step, launch)
+    finally:
+        leave()
+
+
+def _join_the_other_ranks(plans: Sequence[Any], launch: Any, timeout_s: float) -> None:
+    """Meet the other ranks (NCCL on CUDA, gloo on the CPU) and check that every rank
+    planned the same runs; raise a ConfigError naming what differs."""
+    from mlcourse.training.distributed import (
+        DistributedSetupError,
+        backend_for,
+        disagreements,
+        gather_to_all,
+        join,
+    )
+
+    devices = sorted({plan.resources.device.type for plan in plans})
+    if len(devices) > 1:
+        raise DistributedSetupError(
+            [f"the runs of this command use devices {devices}; a data-parallel command "
+             "trains every run on one kind of device (set resources.device)."]
+        )  # fmt: skip
+    backend = backend_for(plans[0].resources.device)
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(plans[0].resources.device)
+    join(launch, backend, timeout_s=timeout_s)
+    described = {
+        f"run {plan.name!r}": {
+            **plan.config.flat(),
+            "(mode)": plan.mode,
+            "(hidden widths)": list(plan.widths),
+            "(data)": json.dumps(plan.data.reference, sort_keys=True, default=str),
+        }
+        for plan in plans
+    }
+    problems = disagreements(gather_to_all(described))
+    if problems:
+        raise DistributedSetupError(
+            ["the ranks did not plan the same runs (is the config file the same on every "
+             "node, and the same command line?):", *problems]
+        )  # fmt: skip
 
 
 def _pin_numerics() -> None:
@@ -76,7 +131,18 @@ def _pin_numerics() -> None:
     pin_this_process()
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds > 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mlcourse.training.distributed import RENDEZVOUS_TIMEOUT_S
     from mlcourse.training.runs import DEFAULT_RUNS_DIR
 
     parser = argparse.ArgumentParser(
@@ -103,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="log to MLflow (same as --set tracking.mlflow=true)")  # fmt: skip
     add("--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
+    add("--rendezvous-timeout", type=_positive_seconds, default=RENDEZVOUS_TIMEOUT_S,
+        metavar="SECONDS", help="under torchrun: how long each rank waits for the others "
+        "to arrive (default: %(default)g)")  # fmt: skip
     add("--quiet", action="store_true", help="one line per run")
     add("--dry-run", action="store_true", help="check everything and show the plan; write nothing")
     return parser
@@ -123,12 +192,20 @@ def _show_plans(plans: Sequence[Any]) -> None:
 
 
 def _run_all(
-    plans: Sequence[Any], args: argparse.Namespace, on_step: Callable[[int], None] | None
+    plans: Sequence[Any],
+    args: argparse.Namespace,
+    on_step: Callable[[int], None] | None,
+    launch: Any = None,
 ) -> int:
-    from mlcourse.training.loop import run_training
+    """Train the planned runs one after the other. A single process reports a failed run
+    and goes on with the others; the ranks of a data-parallel run stop at the first
+    failure (a rank that went on alone would wait for the others forever)."""
+    from mlcourse.training.loop import TrainingDiverged, run_training
     from mlcourse.training.resume import ResumeRefused
     from mlcourse.training.runs import show_path
 
+    main_rank = launch is None or launch.is_main
+    data_parallel = launch is not None and launch.is_data_parallel
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     runs_dir = Path(args.runs_dir)
     failed = 0
@@ -137,23 +214,31 @@ def _run_all(
             try:
                 run_training(plan, runs_dir=runs_dir, progress=progress, quiet=args.quiet,
                              on_step=on_step)  # fmt: skip
-            except ResumeRefused as error:
+            except ResumeRefused as error:  # decided by rank 0, raised on every rank
                 failed += 1
-                print(f"mlcourse-train: {error}", file=sys.stderr)
+                if main_rank:
+                    print(f"mlcourse-train: {error}", file=sys.stderr)
             except KeyboardInterrupt:
-                print(
-                    f"\ninterrupted: run {plan.name!r} stopped; continue it with the same "
-                    "command and --resume.",
-                    file=sys.stderr,
-                )
+                if main_rank:
+                    print(
+                        f"\ninterrupted: run {plan.name!r} stopped; continue it with the same "
+                        "command and --resume.",
+                        file=sys.stderr,
+                    )
                 return EXIT_INTERRUPTED
             except Exception as error:  # report, then go on with the other runs
                 failed += 1
-                print(
-                    f"mlcourse-train: run {plan.name!r} failed: {type(error).__name__}: {error}",
-                    file=sys.stderr,
-                )
-    if len(plans) > 1 and not args.quiet:
+                # a diverged loss is seen by every rank at once: rank 0 reports it
+                if main_rank or not isinstance(error, TrainingDiverged):
+                    where = "" if main_rank else f" on rank {launch.rank}"
+                    print(
+                        f"mlcourse-train: run {plan.name!r} failed{where}: "
+                        f"{type(error).__name__}: {error}",
+                        file=sys.stderr,
+                    )
+            if failed and data_parallel:
+                return EXIT_FAILED
+    if len(plans) > 1 and not args.quiet and main_rank:
         print(f"{len(plans) - failed} of {len(plans)} runs done in {show_path(runs_dir)}/")
     return EXIT_FAILED if failed else EXIT_OK
 

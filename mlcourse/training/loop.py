@@ -8,11 +8,17 @@ record that every checkpoint stores.
 ``on_step``, if given, is called with the step number after every optimizer step (and
 after that step's checkpoint and evaluation): a progress display, or a test that stops
 the process at a known point.
+
+On a data-parallel run (``plan.launch``, under torchrun) every rank runs this loop in
+step: rank 0 opens the session, evaluates, writes checkpoints, metrics and MLflow records
+and prints; the others train their share of each global batch and follow rank 0's
+decisions (:mod:`mlcourse.training.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import sys
 import time
@@ -24,24 +30,13 @@ import torch
 from torch import nn
 
 from mlcourse.artifacts import Checkpoint
-from mlcourse.integrity import atomic_write_text
+from mlcourse.training.distributed import rank0_decides
 from mlcourse.training.model import evaluate
-from mlcourse.training.report import finished_lines, say, start_line
-from mlcourse.training.resume import (
-    ResumePoint,
-    remove_stale_staging,
-    resume_point,
-    verify_finished,
-)
-from mlcourse.training.runs import (
-    RunPlan,
-    append_metrics,
-    create_run_dir,
-    record_resumed_session,
-    show_path,
-    trim_metrics,
-    write_summary,
-)
+from mlcourse.training.report import finished_lines, say
+from mlcourse.training.resume import verify_finished
+from mlcourse.training.runs import RunPlan, append_metrics, show_path, write_summary
+from mlcourse.training.session import distributed_record, open_session, starting_progress
+from mlcourse.training.shards import global_batch_size, reduce_sums, shard_loss_weight
 from mlcourse.training.state import CheckpointWriter, Parts, Progress, build_parts
 from mlcourse.training.tracking import Tracker
 
@@ -61,22 +56,28 @@ def run_training(
     out: TextIO | None = None,
     on_step: StepHook | None = None,
 ) -> dict[str, Any]:
-    """Do (or finish) one planned run; return its summary (also in ``summary.json``)."""
-    out = out or sys.stdout
+    """Do (or finish) one planned run; return its summary (also in ``summary.json``; on a
+    data-parallel run, ranks other than 0 return an empty dict)."""
+    out = (out or sys.stdout) if plan.is_main else io.StringIO()  # rank 0 speaks for all
     started = time.perf_counter()
     if plan.mode == "done":
-        summary = verify_finished(plan)
+        summary = rank0_decides(plan.launch, lambda: verify_finished(plan))
         where = show_path(plan.paths.root)
         say(out, f"run {plan.name!r} already finished and verified; nothing to do ({where}).")
         return summary
-    point = _open_session(plan, out)
     parts = build_parts(plan)
-    state = _starting_progress(plan, parts, point, out, quiet=quiet)
-    tracker = Tracker(plan, runs_dir) if plan.config.tracking.mlflow else None
+    point = open_session(plan, out, distributed_record(plan, parts))
+    state = starting_progress(plan, parts, point, out, quiet=quiet)
+    tracker = Tracker(plan, runs_dir) if plan.config.tracking.mlflow and plan.is_main else None
     writer = CheckpointWriter(plan, parts, tracker)
-    bar = _progress_bar(plan, parts.steps_per_epoch * plan.config.epochs, state.step, progress)
+    bar = _progress_bar(
+        plan, parts.steps_per_epoch * plan.config.epochs, state.step, progress and plan.is_main
+    )
     try:
         final = _train(plan, parts, state, writer, bar, on_step) or point.checkpoint
+        if not plan.is_main:
+            bar.close()
+            return {}
         summary = write_summary(plan, final, time.perf_counter() - started)
         if tracker is not None:
             _finish_tracking(tracker, summary)
@@ -90,53 +91,6 @@ def run_training(
     uri = tracker.uri if tracker is not None else None
     say(out, finished_lines(plan, summary, uri, quiet=quiet))
     return summary
-
-
-def _open_session(plan: RunPlan, out: TextIO) -> ResumePoint:
-    """Find where to continue, clear staging left by killed saves, record the session."""
-    point = resume_point(plan) if plan.mode == "resume" else ResumePoint(None)
-    removed = remove_stale_staging(plan)
-    for folder in removed:
-        say(out, f"removed stale staging folder {show_path(folder)} (left by a killed save)")
-    if point.skipped:
-        say(out, point.describe())
-    staging = [_relative(folder, plan.paths.root) for folder in removed]
-    if plan.mode == "start":
-        create_run_dir(plan, staging)
-    else:
-        record_resumed_session(plan, point.as_record(plan.paths.root), staging)
-    return point
-
-
-def _relative(path: Path, root: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return path.relative_to(root).as_posix()
-    return path.name  # a run folder's own staging, beside it
-
-
-def _starting_progress(
-    plan: RunPlan, parts: Parts, point: ResumePoint, out: TextIO, *, quiet: bool
-) -> Progress:
-    """Restore the parts from the resume checkpoint (if any) and say where training starts."""
-    total = parts.steps_per_epoch * plan.config.epochs
-    if point.checkpoint is not None:
-        parts.restore(point.checkpoint.state)
-        progress = Progress.from_checkpoint(point.checkpoint)
-        trim_metrics(plan.paths, progress.step)
-        if not quiet:
-            say(
-                out,
-                f"resuming run {plan.name!r} from step {progress.step} of {total} "
-                f"(epoch {progress.epoch + 1}, batch {progress.batch})",
-            )
-        return progress
-    if plan.mode == "resume":
-        atomic_write_text(plan.paths.metrics, "", overwrite=True)  # lines of the lost session
-        if not quiet:
-            say(out, f"run {plan.name!r} has no checkpoint yet; starting it from step 0")
-    elif not quiet:
-        say(out, start_line(plan, total, parts.steps_per_epoch))
-    return Progress()
 
 
 def _train(
@@ -156,7 +110,7 @@ def _train(
         for index, (xb, yb) in enumerate(parts.loader):
             if index < progress.batch:
                 continue  # trained on before the interruption
-            _train_step(plan, parts, progress, xb, yb)
+            _train_step(plan, parts, progress, xb, yb, index)
             bar.update(1)
             if progress.batch == parts.steps_per_epoch:
                 final = _end_epoch(plan, parts, progress, writer, bar)
@@ -168,13 +122,26 @@ def _train(
 
 
 def _train_step(
-    plan: RunPlan, parts: Parts, progress: Progress, xb: torch.Tensor, yb: torch.Tensor
+    plan: RunPlan,
+    parts: Parts,
+    progress: Progress,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    index: int,
 ) -> None:
     device = plan.resources.device
     xb, yb = xb.to(device), yb.to(device)
     parts.optimizer.zero_grad(set_to_none=True)
-    with plan.resources.autocast():
-        loss = nn.functional.cross_entropy(parts.model(xb).float(), yb)
+    data_parallel = parts.replica is not None
+    if data_parallel:  # this rank's share of the global batch, weighed to average right
+        n_global = global_batch_size(index, plan.config.batch_size, len(parts.loader.dataset))
+        with plan.resources.autocast():
+            logits = parts.trained(xb).float()
+        local_sum = nn.functional.cross_entropy(logits, yb, reduction="sum")
+        loss = local_sum * shard_loss_weight(n_global, plan.world_size)
+    else:
+        with plan.resources.autocast():
+            loss = nn.functional.cross_entropy(parts.model(xb).float(), yb)
     parts.scaler.scale(loss).backward()
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
@@ -182,23 +149,34 @@ def _train_step(
         parts.scheduler.step()
     progress.step += 1
     progress.batch += 1
-    loss_value = float(loss.detach())
+    if data_parallel:  # the global batch's mean loss, the same on every rank
+        loss_sum, seen = reduce_sums([float(local_sum.detach()), len(yb)], device)
+        loss_value, n_examples = loss_sum / seen, int(seen)
+    else:
+        loss_value, n_examples = float(loss.detach()), len(yb)
     if not math.isfinite(loss_value):
         raise TrainingDiverged(
             f"the loss became {loss_value} at step {progress.step} (epoch {progress.epoch + 1}); "
             f"optimizer.lr={plan.config.optimizer.lr} is probably too high."
         )
-    progress.loss_sum += loss_value * len(yb)
-    progress.seen += len(yb)
+    progress.loss_sum += loss_value * n_examples
+    progress.seen += n_examples
 
 
 def _end_epoch(
     plan: RunPlan, parts: Parts, progress: Progress, writer: CheckpointWriter, bar: Any
 ) -> Checkpoint | None:
-    """Evaluate, log the epoch's metrics, checkpoint; the final checkpoint after the last."""
+    """Evaluate, log the epoch's metrics, checkpoint; the final checkpoint after the last.
+    (Rank 0 evaluates and logs; every rank takes part in the checkpoint.)"""
     config = plan.config
     progress.epoch += 1
     progress.batch = 0
+    if not plan.is_main:
+        progress.loss_sum, progress.seen = 0.0, 0
+        at_end = progress.epoch == config.epochs
+        if at_end or config.checkpoint_every == 0 or progress.step % config.checkpoint_every == 0:
+            writer.save(progress, parts.generator.get_state(), finished=at_end)
+        return None
     val = evaluate(parts.model, *plan.data.val)
     progress.last_eval = {
         "epoch": progress.epoch,

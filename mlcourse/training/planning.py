@@ -24,13 +24,25 @@ from mlcourse.resources import ResourceUnavailableError, resolve
 from mlcourse.training.checkpoints import run_checkpoints
 from mlcourse.training.config import DataConfig, TrainConfig
 from mlcourse.training.data import DataSplits, load_data
+from mlcourse.training.distributed import (
+    DistributedSetupError,
+    Launch,
+    backend_for,
+    rank_resources,
+)
 from mlcourse.training.model import model_widths
 from mlcourse.training.overrides import apply_overrides, expand_sweep, flatten, read_config_file
 from mlcourse.training.runs import RunPaths, RunPlan, show_path
 
 
-def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
-    """Check the command line into a list of runs; raise :class:`ConfigError` if any is bad."""
+def plan_runs(
+    args: argparse.Namespace, argv: Sequence[str], launch: Launch | None = None
+) -> list[RunPlan]:
+    """Check the command line into a list of runs; raise :class:`ConfigError` if any is bad.
+
+    ``launch``: this process's place among the ranks of a data-parallel run (from
+    :func:`mlcourse.training.distributed.launch_from_environment`), or ``None``.
+    """
     source = str(args.config)
     configs = _configs(args)
     if args.resume_from is not None and len(configs) > 1:
@@ -47,7 +59,7 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
 
     for suffix, config in configs:
         name = (args.run_name or config.name) + suffix
-        plan = _plan_one(args, argv, name, config, data_for, problems)
+        plan = _plan_one(args, argv, name, config, data_for, problems, launch)
         if plan is None:
             continue
         n_train = plan.data.reference["sizes"]["train"]
@@ -56,6 +68,7 @@ def plan_runs(args: argparse.Namespace, argv: Sequence[str]) -> list[RunPlan]:
                 f"batch_size={config.batch_size} is larger than the {n_train} "
                 f"training examples of {plan.data.reference['name']!r}."
             )
+        problems += _data_parallel_problems(plan, n_train)
         plans.append(plan)
     names = [p.name for p in plans]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -84,6 +97,7 @@ def _plan_one(
     config: TrainConfig,
     data_for: Callable[[DataConfig], DataSplits],
     problems: list[str],
+    launch: Launch | None = None,
 ) -> RunPlan | None:
     """The plan of one run, or ``None`` after adding to ``problems`` why it cannot run."""
     if not NAME_PATTERN.match(name):
@@ -97,6 +111,13 @@ def _plan_one(
     except ResourceUnavailableError as error:
         problems.append(f"{name}: {error}")
         return None
+    if launch is not None and launch.is_data_parallel:
+        try:
+            backend_for(resources.device)
+            resources = rank_resources(resources, launch)
+        except DistributedSetupError as error:
+            problems += [f"{name}: {p}" for p in error.problems]
+            return None
     paths = RunPaths(Path(args.runs_dir) / name)
     widths = model_widths(config.model, resources)
     mode, chosen = "start", None
@@ -116,9 +137,30 @@ def _plan_one(
             )
             return None
         mode = "done" if paths.summary.exists() and chosen is None else "resume"
-        problems += _compare_saved_run(paths, config, widths)
+        problems += _compare_saved_run(paths, config, widths, launch)
     data = data_for(config.data)
-    return RunPlan(name, paths, config, resources, data, widths, mode, list(argv), chosen)
+    return RunPlan(name, paths, config, resources, data, widths, mode, list(argv), chosen, launch)
+
+
+def _data_parallel_problems(plan: RunPlan, n_train: int) -> list[str]:
+    """Why ``plan`` cannot be split across its ranks: every rank needs examples."""
+    ranks = plan.world_size
+    if ranks == 1:
+        return []
+    problems = []
+    if ranks > n_train:
+        problems.append(
+            f"{plan.name}: WORLD_SIZE={ranks} ranks, but {plan.data.reference['name']!r} has "
+            f"only {n_train} training examples: each rank needs at least one. Start at most "
+            f"{n_train} processes (torchrun --nproc-per-node)."
+        )
+    elif plan.config.batch_size < ranks:
+        problems.append(
+            f"{plan.name}: batch_size={plan.config.batch_size} is the global batch, split "
+            f"across WORLD_SIZE={ranks} ranks, so some ranks would get no example at all; use "
+            f"batch_size >= {ranks}, or fewer processes."
+        )
+    return problems
 
 
 def _chosen_checkpoint(paths: RunPaths, given: Path) -> Path | None:
@@ -129,8 +171,11 @@ def _chosen_checkpoint(paths: RunPaths, given: Path) -> Path | None:
     return next((f for f in run_checkpoints(paths.root) if f.resolve() == wanted), None)
 
 
-def _compare_saved_run(paths: RunPaths, config: TrainConfig, widths: tuple[int, ...]) -> list[str]:
-    """Problems resuming a run with ``config``: a changed config or another model size."""
+def _compare_saved_run(
+    paths: RunPaths, config: TrainConfig, widths: tuple[int, ...], launch: Launch | None = None
+) -> list[str]:
+    """Problems resuming a run with ``config``: a changed config, another model size, or
+    another number of ranks."""
     where = show_path(paths.root)
     if not paths.config.exists():
         return [f"{where!r} is not a run directory (no config.yaml); not touching it."]
@@ -153,5 +198,19 @@ def _compare_saved_run(paths: RunPaths, config: TrainConfig, widths: tuple[int, 
             f"cannot resume {where!r}: it was started with hidden widths {started_with}, "
             f"but resources.model_size={config.resources.model_size!r} picks "
             f"{list(widths)} on this machine; resume it where it started."
+        ]
+    started_ranks = int((recorded.get("distributed") or {}).get("world_size", 1))
+    ranks = 1 if launch is None else launch.world_size
+    if started_ranks != ranks:
+        how = (
+            "as one process (mlcourse-train ... --resume)"
+            if started_ranks == 1
+            else f"on {started_ranks} ranks (torchrun --nproc-per-node {started_ranks} "
+            "-m mlcourse.train ... --resume)"
+        )
+        return [
+            f"cannot resume {where!r} on {ranks} rank(s): it was started on {started_ranks}, "
+            f"and its checkpoints hold the random number generators of each of them; resume "
+            f"it {how}."
         ]
     return []

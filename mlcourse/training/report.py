@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from mlcourse.training.distributed import backend_for
 from mlcourse.training.runs import RunPlan, show_path
 
 
@@ -30,10 +31,15 @@ def show_uri(uri: str) -> str:
 
 
 def start_line(plan: RunPlan, total_steps: int, steps_per_epoch: int) -> str:
+    """What a run is about to do, e.g. ``run 'a': 700 steps (20 epochs x 35 batches) on
+    cpu/fp32 -> runs/a``; a data-parallel run also says on how many ranks."""
+    where = f"{plan.resources.device}/{plan.resources.precision}"
+    if plan.world_size > 1:
+        backend = backend_for(plan.resources.device)
+        where = f"{plan.world_size} ranks ({backend}, {plan.resources.device.type}/{plan.resources.precision})"
     return (
         f"run {plan.name!r}: {total_steps} steps ({plan.config.epochs} epochs x "
-        f"{steps_per_epoch} batches) on {plan.resources.device}/{plan.resources.precision} "
-        f"-> {show_path(plan.paths.root)}"
+        f"{steps_per_epoch} batches) on {where} -> {show_path(plan.paths.root)}"
     )
 
 

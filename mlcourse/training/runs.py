@@ -30,6 +30,7 @@ from mlcourse.resources import Resources
 from mlcourse.runrecord import RunRecord, collect_run_record
 from mlcourse.training.config import TrainConfig
 from mlcourse.training.data import DataSplits
+from mlcourse.training.distributed import Launch
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -74,7 +75,9 @@ class RunPaths:
 @dataclass(frozen=True)
 class RunPlan:
     """One run to do: checked config, resolved resources and model widths, the data, and
-    whether it starts, resumes (from ``resume_from`` when given) or is already done."""
+    whether it starts, resumes (from ``resume_from`` when given) or is already done;
+    ``launch`` is this process's place among the ranks of a data-parallel run (``None``:
+    a single process)."""
 
     name: str
     paths: RunPaths
@@ -85,6 +88,16 @@ class RunPlan:
     mode: str  # "start" | "resume" | "done"
     argv: list[str] = field(default_factory=list)
     resume_from: Path | None = None
+    launch: Launch | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """This process writes the run folder (always, unless it is a rank other than 0)."""
+        return self.launch is None or self.launch.is_main
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.launch is None else self.launch.world_size
 
 
 def show_path(path: Path) -> str:
@@ -125,7 +138,9 @@ def trim_metrics(paths: RunPaths, step: int) -> None:
     atomic_write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in rows), overwrite=True)
 
 
-def create_run_dir(plan: RunPlan, removed_staging: list[str]) -> None:
+def create_run_dir(
+    plan: RunPlan, removed_staging: list[str], distributed: dict[str, Any] | None = None
+) -> None:
     """Write config and run record into a fresh folder, then move it into place."""
     import yaml
 
@@ -135,7 +150,8 @@ def create_run_dir(plan: RunPlan, removed_staging: list[str]) -> None:
     try:
         text = yaml.safe_dump(plan.config.to_dict(), sort_keys=False)
         atomic_write_text(staging / plan.paths.config.name, text)
-        session_record(plan, 0, removed_staging).save(staging / plan.paths.record.name)
+        record = session_record(plan, 0, removed_staging, distributed)
+        record.save(staging / plan.paths.record.name)
         if plan.paths.root.exists():
             raise FileExistsError(f"run directory {str(plan.paths.root)!r} appeared meanwhile.")
         os.rename(staging, plan.paths.root)
@@ -144,9 +160,15 @@ def create_run_dir(plan: RunPlan, removed_staging: list[str]) -> None:
         raise
 
 
-def session_record(plan: RunPlan, session: int, removed_staging: list[str]) -> RunRecord:
-    """The run record of one session: environment, seeds, resources, data, config, and
-    ``run`` (name, session, command line, model widths, staging folders removed)."""
+def session_record(
+    plan: RunPlan,
+    session: int,
+    removed_staging: list[str],
+    distributed: dict[str, Any] | None = None,
+) -> RunRecord:
+    """The run record of one session: environment, seeds, resources, data, config,
+    ``run`` (name, session, command line, model widths, staging folders removed) and, for
+    a data-parallel run, ``distributed`` (backend, world size, every rank's data shard)."""
     record = collect_run_record(
         seeds={"seed": plan.config.seed, "deterministic": plan.config.deterministic},
         resources=plan.resources,
@@ -162,17 +184,22 @@ def session_record(plan: RunPlan, session: int, removed_staging: list[str]) -> R
     }
     if removed_staging:
         record["run"]["removed_staging"] = removed_staging
+    if distributed is not None:
+        record["distributed"] = distributed
     return record
 
 
 def record_resumed_session(
-    plan: RunPlan, resumed_from: dict[str, Any] | None, removed_staging: list[str]
+    plan: RunPlan,
+    resumed_from: dict[str, Any] | None,
+    removed_staging: list[str],
+    distributed: dict[str, Any] | None = None,
 ) -> None:
     """Write ``run_record.resume-N.json`` for a resumed session (N = 1, 2, ...)."""
     session = 1
     while plan.paths.session_record(session).exists():
         session += 1
-    record = session_record(plan, session, removed_staging)
+    record = session_record(plan, session, removed_staging, distributed)
     record["run"]["resumed_from"] = resumed_from
     record.save(plan.paths.session_record(session))
 
@@ -195,6 +222,8 @@ def write_summary(plan: RunPlan, final: Checkpoint, seconds: float) -> dict[str,
         "sessions": sessions,
         "last_session_seconds": round(seconds, 3),
     }
+    if plan.world_size > 1:
+        summary["world_size"] = plan.world_size
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write_text(plan.paths.summary, text, overwrite=plan.resume_from is not None)
     return summary

@@ -75,6 +75,7 @@ class Tracker:
                 "mlcourse.run_dir": str(plan.paths.root),
                 "mlcourse.dataset": plan.data.reference["name"],
                 "mlcourse.git_commit": str((git_info() or {}).get("commit")),
+                "mlcourse.world_size": plan.world_size,  # ranks of a data-parallel run
             },
         )
 
