@@ -336,8 +336,11 @@ class NotebookRun:
             return
         import psutil  # outside a sandbox: the kernel's own descendants only
 
+        pid = self.kernel_pid()
+        if pid is None:
+            return
         with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(self.kernel_pid()).children(recursive=True):
+            for child in psutil.Process(pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     child.kill()
 

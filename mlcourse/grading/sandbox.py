@@ -410,7 +410,9 @@ class Unsandboxed(_Launcher):
     """``--unsafe-no-sandbox``: the same runner and limits, without any isolation.
 
     Student code runs as the grader, sees its files and network, and a process it
-    detaches from the kernel can outlive grading. Only for trusted submissions.
+    detaches from the kernel can outlive grading. The process limit is not set: outside a
+    user namespace it would count every process the grader's user runs (and root has
+    none). Only for trusted submissions.
     """
 
     isolated = False
@@ -441,8 +443,10 @@ class Unsandboxed(_Launcher):
                 "XDG_CACHE_HOME",
             ):
                 env[name] = str(Path(workdir) / ".grading" / name.lower())
+            limits = {k: v for k, v in job["limits"].items() if k != "processes"}
             job = {
                 **job,
+                "limits": limits,
                 "workdir": str(Path(workdir) / "submission"),
                 "own_pid_namespace": False,
                 "drop_to": None,
