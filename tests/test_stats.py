@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlcourse.stats import bootstrap_ci, compare_paired, paired_bootstrap, paired_t_test
+from mlcourse.stats import (
+    bootstrap_ci,
+    compare_paired,
+    holm_adjust,
+    paired_bootstrap,
+    paired_t_test,
+)
 
 
 def test_paired_t_test_matches_scipy():
@@ -83,6 +89,57 @@ def test_degenerate_differences():
     assert shifted.t_statistic == np.inf and shifted.p_value == 0.0
     _, p = paired_bootstrap([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], n_resamples=999)
     assert p == pytest.approx(2 / 1000)  # never exactly zero
+
+
+def test_holm_textbook_example():
+    # Four hypotheses with p = 0.01, 0.04, 0.03, 0.005 at alpha = 0.05 (the worked example of
+    # Holm's procedure): sorted thresholds 0.05/4, 0.05/3, 0.05/2, 0.05/1 reject H4 (0.005)
+    # and H1 (0.01), then stop at H3 (0.03 > 0.025), so H2 and H3 stand.
+    adjusted = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert (adjusted < 0.05).tolist() == [True, False, False, True]
+
+
+def test_holm_by_hand_with_ties_and_the_cap():
+    # m = 3: 3 * 0.02 = 0.06, 2 * 0.02 = 0.04 -> raised to 0.06 (non-decreasing), 1 * 0.5 = 0.5.
+    assert holm_adjust([0.5, 0.02, 0.02]) == pytest.approx([0.5, 0.06, 0.06], abs=1e-15)
+    assert holm_adjust([0.4, 0.6]).tolist() == [0.8, 0.8]  # 2 * 0.4, then max(0.6, 0.8)
+    assert holm_adjust([0.3, 0.9, 0.5]).max() == 1.0  # 3 * 0.3 = 0.9, then capped at 1
+    assert holm_adjust([0.2]).tolist() == [0.2]  # one test: nothing to correct
+
+
+def test_holm_sits_between_no_correction_and_bonferroni():
+    p = np.random.default_rng(4).uniform(0, 0.2, 12)
+    adjusted = holm_adjust(p)
+    assert np.all(adjusted >= p) and np.all(adjusted <= np.minimum(1, 12 * p) + 1e-15)
+    order = np.argsort(p)
+    assert np.all(np.diff(adjusted[order]) >= 0)  # keeps the order of the raw p-values
+
+
+def test_holm_controls_the_familywise_error_rate():
+    # Six true null hypotheses, independent: uncorrected, at least one p < 0.05 happens in
+    # 1 - 0.95**6 = 26.5% of families; Holm keeps it at 1 - (1 - 0.05/6)**6 = 4.9%.
+    p = np.random.default_rng(5).uniform(size=(20_000, 6))
+    uncorrected = np.mean((p < 0.05).any(axis=1))
+    corrected = np.mean([(holm_adjust(row) < 0.05).any() for row in p])
+    assert uncorrected == pytest.approx(1 - 0.95**6, abs=0.01)
+    assert corrected == pytest.approx(1 - (1 - 0.05 / 6) ** 6, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    ("p_values", "error", "message"),
+    [
+        ([], ValueError, "non-empty one-dimensional"),
+        ([[0.1, 0.2]], ValueError, "non-empty one-dimensional"),
+        ([0.1, 1.5], ValueError, r"must lie in \[0, 1\]; got 1.5"),
+        ([0.1, -0.01], ValueError, r"got -0.01"),
+        ([0.1, float("nan")], ValueError, "got nan"),
+        (["a"], TypeError, "sequence of numbers"),
+    ],
+)
+def test_holm_rejects_bad_p_values(p_values, error, message):
+    with pytest.raises(error, match=message):
+        holm_adjust(p_values)
 
 
 @pytest.mark.parametrize(
