@@ -21,6 +21,10 @@ Maintainer commands (same set-up first):
     python3 course.py lock                    # re-resolve both locks (needs uv)
     python3 course.py setup [--requirements-only] [--dev]  # set up only (Docker, Binder)
 
+Instructors (as root; see docs/classroom.md):
+
+    python3 course.py hub [--class FILE] [--create-users] [--port 8000]  # a class on JupyterHub
+
 This file uses only the standard library: it runs before anything is installed.
 """
 
@@ -66,6 +70,11 @@ DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM = Path(os.environ.get("MLCOURSE_CHROMIUM", DEBIAN_CHROMIUM))  # the browser tests' browser
 # Set by `course.py test` where it can install Chromium: the browser tests must then run.
 REQUIRE_BROWSER_ENV = "MLCOURSE_REQUIRE_BROWSER"
+# The class hub's proxy (deploy/jupyterhub): Debian's package, installed like Chromium.
+HTTP_PROXY_COMMAND = "configurable-http-proxy"
+HTTP_PROXY_PACKAGE = "node-configurable-http-proxy"
+# Set by `course.py test` where it can install the proxy: the hub tests must then run.
+REQUIRE_HUB_ENV = "MLCOURSE_REQUIRE_HUB"
 USAGE = __doc__.split("Maintainer", 1)[0].strip()
 
 
@@ -258,6 +267,67 @@ def ensure_bubblewrap() -> bool:
     return shutil.which("bwrap") is not None
 
 
+def ensure_http_proxy() -> bool:
+    """Install Debian's configurable-http-proxy for the class hub where we can (Linux,
+    root, apt): the hub's test and ``course.py hub`` need it.
+
+    Returns True when it is there (or is now installed by us), False when it is not and
+    cannot be installed here (the hub's end-to-end tests are then skipped, saying why).
+    """
+    if shutil.which(HTTP_PROXY_COMMAND):
+        return True
+    if platform.system() != "Linux":
+        return False
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        print(
+            f"note: {HTTP_PROXY_COMMAND} not found; the class hub's tests will be skipped "
+            f"(install Debian/Ubuntu's `{HTTP_PROXY_PACKAGE}` package to run them).",
+            flush=True,
+        )
+        return False
+    print(f"Installing {HTTP_PROXY_COMMAND} for the class hub (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", HTTP_PROXY_PACKAGE],
+            env=env,
+        )
+    except subprocess.CalledProcessError as error:
+        message = f"could not install {HTTP_PROXY_PACKAGE} ({error})"
+        if os.environ.get("CI"):  # CI must run the hub's tests: stop here
+            sys.exit(
+                f"{message}.\nInstall it with `apt-get install {HTTP_PROXY_PACKAGE}` and run again."
+            )
+        print(f"note: {message}; the class hub's tests will be skipped.", flush=True)
+    return shutil.which(HTTP_PROXY_COMMAND) is not None
+
+
+def hub_command(python: str | os.PathLike[str], extra_args: list[str]) -> list[str]:
+    """The command of ``course.py hub``: ``deploy/jupyterhub/hub.py`` in the environment.
+
+    It checks and prepares the class (users, folders, each role's settings, limits) and
+    starts JupyterHub on 127.0.0.1 unless ``--ip`` says otherwise; options in
+    ``deploy/jupyterhub/classroom_hub/launch.py`` and docs/classroom.md.
+    """
+    return [str(python), str(ROOT / "deploy" / "jupyterhub" / "hub.py"), *extra_args]
+
+
+def hub(python: Path, args: list[str]) -> int:
+    """Run the class hub until it is stopped (Ctrl+C stops it and every user's server).
+
+    On Linux it replaces this process, so Ctrl+C and ``systemctl stop`` reach the hub
+    itself, which then stops the proxy, the culler and every server before it exits.
+    """
+    ensure_http_proxy()
+    command = hub_command(python, args)
+    print("+", " ".join(command), flush=True)
+    if os.name == "posix":
+        os.chdir(ROOT)
+        os.execv(command[0], command)
+    return subprocess.call(command, cwd=ROOT)
+
+
 def lab_command(python: str | os.PathLike[str], extra_args: list[str]) -> list[str]:
     """The command of ``course.py lab``: the course's launcher, ``python -m mlcourse.lab``.
 
@@ -295,7 +365,7 @@ def main(argv: list[str]) -> int:
         for name in ("dev", "learner"):
             run(LOCK_COMMANDS[name], cwd=ROOT)
         return 0
-    if command not in ("lab", "test", "setup", "execute", "student", "bench"):
+    if command not in ("lab", "test", "setup", "execute", "student", "bench", "hub"):
         print(f"unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
     if command == "setup":
@@ -312,12 +382,16 @@ def main(argv: list[str]) -> int:
     python = setup(packages="learner" if learner else "dev")
     if command == "lab":
         return lab(python, args)
+    if command == "hub":
+        return hub(python, args)
     if command == "test":
         env = dict(os.environ)
         if ensure_browser():
             env.setdefault(REQUIRE_BROWSER_ENV, "1")
         if ensure_bubblewrap():
             env.setdefault("MLCOURSE_REQUIRE_SANDBOX", "1")
+        if ensure_http_proxy():
+            env.setdefault(REQUIRE_HUB_ENV, "1")
         return subprocess.call([str(python), "-m", "pytest", *args], cwd=ROOT, env=env)
     script = {"execute": "tools/execute_lessons.py", "student": "tools/make_student_copies.py",
               "bench": "benchmarks/lessons.py"}[command]  # fmt: skip
