@@ -99,9 +99,16 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Add the update to ``base.weight``: one matrix product per call afterwards."""
+        """Add the update to ``base.weight``: one matrix product per call afterwards.
+
+        Raises:
+            RuntimeError: already merged.
+            TypeError: the base layer is no longer a plain ``nn.Linear`` (say, its weights
+                are stored in int8), so there is no float weight to add the update to.
+        """
         if self.merged:
             raise RuntimeError("this LoRALinear is already merged; call unmerge() first.")
+        self.check_mergeable()
         self.base.weight += self.delta_weight()
         self.merged = True
 
@@ -110,8 +117,19 @@ class LoRALinear(nn.Module):
         """Subtract the update from ``base.weight`` again (equal up to float rounding)."""
         if not self.merged:
             raise RuntimeError("this LoRALinear is not merged; there is nothing to unmerge.")
+        self.check_mergeable()
         self.base.weight -= self.delta_weight()
         self.merged = False
+
+    def check_mergeable(self) -> None:
+        """Raise ``TypeError`` unless the base layer holds a float weight the update can
+        be added to (a plain ``nn.Linear``)."""
+        if type(self.base) is not nn.Linear:
+            raise TypeError(
+                f"cannot merge into a base layer of type {type(self.base).__name__}: it holds no float "
+                "weight to add the update to (an int8 base, for example). Merge into a "
+                "full-precision copy of the base model instead, or keep the adapter separate."
+            )
 
     def extra_repr(self) -> str:
         return (
@@ -212,16 +230,30 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 def merge_lora(model: nn.Module) -> int:
-    """Merge every LoRA layer of ``model`` (see :meth:`LoRALinear.merge`); return how many."""
+    """Merge every LoRA layer of ``model`` (see :meth:`LoRALinear.merge`); return how many.
+
+    Every layer is checked first, so a model that cannot be merged is left as it was.
+    """
     layers = _require_lora(model)
+    for name, layer in layers.items():
+        if layer.merged:
+            raise RuntimeError(f"LoRA layer {name!r} is already merged; call unmerge_lora first.")
+        layer.check_mergeable()
     for layer in layers.values():
         layer.merge()
     return len(layers)
 
 
 def unmerge_lora(model: nn.Module) -> int:
-    """Unmerge every LoRA layer of ``model`` (see :meth:`LoRALinear.unmerge`); return how many."""
+    """Unmerge every LoRA layer of ``model`` (see :meth:`LoRALinear.unmerge`); return how many.
+
+    Every layer is checked first, so a model that cannot be unmerged is left as it was.
+    """
     layers = _require_lora(model)
+    for name, layer in layers.items():
+        if not layer.merged:
+            raise RuntimeError(f"LoRA layer {name!r} is not merged; there is nothing to unmerge.")
+        layer.check_mergeable()
     for layer in layers.values():
         layer.unmerge()
     return len(layers)

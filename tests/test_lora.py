@@ -216,6 +216,42 @@ def test_nothing_is_changed_when_arguments_are_bad():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_merging_a_model_checks_every_layer_before_changing_any():
+    base = make_model()
+    adapted = trained_adapter(inject_lora(copy.deepcopy(base), TARGETS, rank=2))
+    lora_layers(adapted)["3"].merge()  # one layer merged by hand: merge_lora must refuse
+    before = {name: t.clone() for name, t in adapted.state_dict().items()}
+    with pytest.raises(RuntimeError, match="'3' is already merged"):
+        merge_lora(adapted)
+    assert all(torch.equal(before[n], t) for n, t in adapted.state_dict().items())
+    assert not lora_layers(adapted)["0"].merged
+    with pytest.raises(RuntimeError, match="'0' is not merged"):
+        unmerge_lora(adapted)
+    assert all(torch.equal(before[n], t) for n, t in adapted.state_dict().items())
+
+
+def test_an_int8_base_trains_adapters_but_refuses_to_merge():
+    from mlcourse.resources import quantize_frozen_linear
+
+    model = quantize_frozen_linear(trained_adapter(inject_lora(make_model(), TARGETS, rank=2)))
+    x = torch.randn(8, 12)
+    model(x).pow(2).sum().backward()
+    for name, layer in lora_layers(model).items():
+        assert type(layer.base).__name__ == "Int8Linear", name
+        assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    with pytest.raises(
+        TypeError, match="cannot merge into a base layer of type Int8Linear.*full-precision copy"
+    ):
+        merge_lora(model)
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+    assert not any(layer.merged for layer in lora_layers(model).values())
+    state = lora_state_dict(model)  # the adapter itself is the same on any base
+    fresh = inject_lora(make_model(), TARGETS, rank=2)
+    load_lora_state_dict(fresh, state)
+    assert sorted(lora_state_dict(fresh)) == sorted(state)
+
+
 def test_helpers_need_lora_layers():
     with pytest.raises(ValueError, match="inject_lora"):
         merge_lora(make_model())
