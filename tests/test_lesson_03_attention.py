@@ -53,16 +53,34 @@ def test_without_positions_the_model_fails(results):
     assert results["seq_accuracy"] - results["no_pos_seq_accuracy"] > 0.9
 
 
-def test_warmup_rescues_training_at_a_high_learning_rate(results):
-    assert results["warmup_seq_accuracy"] >= 0.9
-    assert results["no_warmup_seq_accuracy"] <= 0.05
-    # without warmup the first layer's attention collapses within 10 steps...
-    assert results["no_warmup_entropy_step10"] < 0.5
-    assert results["warmup_entropy_step10"] > 1.5
-    # ...onto the wrong positions, and the loss stays near ln 10
-    assert results["no_warmup_mirror_mass"] < 0.5
-    assert results["warmup_mirror_mass"] > 0.7
-    assert results["no_warmup_final_loss"] > 0.5 * math.log(10)
+def test_stacked_members_compute_what_the_models_compute(results):
+    assert results["stack_max_error"] < 1e-5
+
+
+def test_without_warmup_post_ln_attention_collapses_in_the_first_steps(results):
+    # after 10 steps every seed's first-layer entropy is far below ln 8 = 2.08 without
+    # warmup, and every seed's stays high with warmup
+    assert results["post_no_warmup_entropy_step10_max"] < 0.8
+    assert results["post_warmup_entropy_step10_min"] > 1.5
+    # the pre-LN model's attention collapses early too: the collapse alone is not the failure
+    assert results["pre_no_warmup_entropy_step10_max"] < 0.8
+
+
+def test_warmup_rescues_post_ln_over_seeds(results):
+    # without warmup no seed learns the task: stuck near the loss of a uniform guess
+    assert results["post_no_warmup_accuracy"] < 0.1
+    assert results["post_no_warmup_final_loss"] > 0.5 * math.log(10)
+    assert results["post_no_warmup_mirror_mass"] < 0.5  # its heads look elsewhere
+    # with warmup seeds do, and the heads find the mirror positions: paired over seeds
+    # (same initial weights, same mini-batches), a 95% t interval that excludes zero
+    assert results["post_warmup_trained"] > results["post_no_warmup_trained"]
+    assert results["warmup_gain"] > 0
+    assert results["mirror_mass_gain_ci_low"] > 0
+
+
+def test_pre_ln_trains_without_warmup(results):
+    assert results["pre_no_warmup_accuracy"] >= 0.9
+    assert results["pre_ln_gain_ci_low"] > 0  # pre-LN beats post-LN, both without warmup
 
 
 # --- the committed notebook and its exercises (no execution of the lesson needed) ---
@@ -71,6 +89,32 @@ def test_warmup_rescues_training_at_a_high_learning_rate(results):
 @pytest.fixture(scope="module")
 def notebook():
     return read_lesson(LESSON)
+
+
+def _ablation(body: str) -> str:
+    return (
+        "attn = model.blocks[layer - 1].attn\n"
+        "d_head = attn.out_proj.in_features // attn.n_heads\n"
+        f"{body}"
+    )
+
+
+def _hooked(features: str, block: str = "layer - 1") -> str:
+    return (
+        f"attn = model.blocks[{block}].attn\n"
+        "d_head = attn.out_proj.in_features // attn.n_heads\n"
+        "def silence(module, inputs):\n"
+        "    (h,) = inputs\n"
+        "    h = h.clone()\n"
+        f"    h[..., {features}] = 0.0\n"
+        "    return (h,)\n"
+        "handle = attn.out_proj.register_forward_pre_hook(silence)\n"
+        "try:\n"
+        "    with torch.no_grad():\n"
+        "        return model(x)[0]\n"
+        "finally:\n"
+        "    handle.remove()"
+    )
 
 
 WRONG_ANSWERS = {
@@ -90,8 +134,41 @@ WRONG_ANSWERS = {
         "return torch.softmax(q @ k.T / math.sqrt(k.shape[-1]), dim=0) @ v",  # softmax over queries
         "q, k = x @ w_q, x @ w_k\nreturn torch.softmax(q @ k.T / math.sqrt(k.shape[-1]), dim=-1)",
     ],
+    "ex3_head_ablation": [
+        "raise NotImplementedError()",
+        "with torch.no_grad():\n    return model(x)[0]",  # nothing silenced
+        _hooked("head * d_head : (head + 1) * d_head"),  # heads counted from 0
+        _hooked("(head - 1) * d_head : head * d_head", block="layer"),  # layers from 0
+        _hooked("head - 1 :: attn.n_heads"),  # interleaved features
+        # zeroes the rows (output features) of out_proj, and for good measure never restores
+        _ablation(
+            "with torch.no_grad():\n"
+            "    attn.out_proj.weight[(head - 1) * d_head : head * d_head, :] = 0.0\n"
+            "    return model(x)[0]"
+        ),
+        # the right columns, but the model is left changed
+        _ablation(
+            "with torch.no_grad():\n"
+            "    attn.out_proj.weight[:, (head - 1) * d_head : head * d_head] = 0.0\n"
+            "    return model(x)[0]"
+        ),
+    ],
 }
+
+# What the exercises' tests need from the lesson besides the learner's answer: the model.
+MODEL_CELLS = ("def scaled_dot_product_attention", "class MultiHeadAttention", "class Block")
+
+
+def lesson_prelude(notebook) -> str:
+    imports = "import copy\nimport math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+    cells = [
+        c.source
+        for c in notebook.cells
+        if c.cell_type == "code" and any(c.source.startswith(m) for m in MODEL_CELLS)
+    ]
+    assert len(cells) == len(MODEL_CELLS), "the lesson's model cells were not found"
+    return imports + "\n".join(cells)
 
 
 def test_exercise_tests_pass_for_the_solution_and_fail_otherwise(notebook):
-    assert_tests_judge_answers(notebook, WRONG_ANSWERS, prelude="import math\nimport torch")
+    assert_tests_judge_answers(notebook, WRONG_ANSWERS, prelude=lesson_prelude(notebook))
