@@ -21,11 +21,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from mlcourse.grading.course_directory import Course
 from mlcourse.grading.execution import parse_reply, runner_job, sanitize
-from mlcourse.grading.feedback import hide_hidden_tests
 from mlcourse.grading.instrument import InstrumentError, instrument
 from mlcourse.grading.judge import REDACTED, judge_cell, judge_run, redact, verdict_outputs
 from mlcourse.grading.lesson import LessonSpec, Reference, StoredCell, load_lesson
-from mlcourse.grading.preprocessors import INJECTED_TAG, released_source
+from mlcourse.grading.preprocessors import INJECTED_TAG, hide_hidden_tests, released_source
 from mlcourse.grading.sandbox import Limits, Reply
 from mlcourse.grading.values import Opaque, TorchDtype, decode, encode
 
@@ -322,6 +321,15 @@ def fixture_spec(tmp_path_factory) -> LessonSpec:
     course = Course.create(tmp_path_factory.mktemp("judge") / "course")
     course.release(LESSON, FIXTURES)
     return load_lesson(course, LESSON)
+
+
+def test_plain_nbgrader_feedback_in_a_course_hides_hidden_tests(tmp_path):
+    from mlcourse.grading.config import FEEDBACK_PREPROCESSORS
+    from mlcourse.grading.preprocessors import HideHiddenTests
+
+    course = Course.create(tmp_path / "course")  # its nbgrader_config.py calls configure(c)
+    assert HideHiddenTests in FEEDBACK_PREPROCESSORS
+    assert course.config.GenerateFeedback.preprocessors == FEEDBACK_PREPROCESSORS
 
 
 def test_sanitize_restores_tests_and_drops_metadata_a_student_added(fixture_spec):

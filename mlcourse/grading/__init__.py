@@ -11,7 +11,7 @@ one module per stage:
    to record what they check (:mod:`~mlcourse.grading.instrument`,
    :mod:`~mlcourse.grading.recorder`, :mod:`~mlcourse.grading.values`);
 3. :mod:`~mlcourse.grading.judge`: judge the recorded values outside the sandbox, against
-   the solution's run (:mod:`~mlcourse.grading.lesson`);
+   the solution's run (:mod:`~mlcourse.grading.reference`, :mod:`~mlcourse.grading.lesson`);
 4. :mod:`~mlcourse.grading.record`: write the gradebook, one writer, at the end;
 5. :mod:`~mlcourse.grading.feedback`: feedback pages without hidden tests;
 6. :mod:`~mlcourse.grading.export`: ``grades.csv``, Canvas and Moodle files, with the

@@ -212,7 +212,7 @@ def _existing_course(path: Path) -> object:
 
 def _release(args: argparse.Namespace) -> int:
     from mlcourse.grading.course_directory import Course
-    from mlcourse.grading.pipeline import check_solution
+    from mlcourse.grading.reference import check_solution
     from mlcourse.grading.sandbox import sandbox_problem
 
     course = Course.create(args.course)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     CheckCellMetadata,
     ClearHiddenTests,
@@ -26,6 +27,7 @@ from nbgrader.preprocessors import (
     ClearSolutions,
     ComputeChecksums,
     DeduplicateIds,
+    GetGrades,
     IncludeHeaderFooter,
     InstantiateTests,
     LockCells,
@@ -37,6 +39,7 @@ from traitlets.config import Config, PyFileConfigLoader
 from mlcourse.grading.preprocessors import (
     ClearExerciseOutputs,
     ForceLiteMode,
+    HideHiddenTests,
     OverwriteReleasedCells,
     RestoreDeletedCells,
 )
@@ -75,13 +78,16 @@ SANITIZE_PREPROCESSORS = [
     CheckCellMetadata,
 ]
 
+# nbgrader's GenerateFeedback pipeline with the hidden tests' source left out.
+FEEDBACK_PREPROCESSORS = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
 CONFIG_TEXT = '''\
 """nbgrader settings for an mlcourse course directory (written by `mlcourse-grade release`).
 
 `configure(c)` sets the course's defaults (see mlcourse/grading/config.py): lessons are
 released with their lite-mode outputs but without solutions, hidden tests or exercise
 outputs; submissions are graded with the original tests (deleted ones are put back), always
-in lite mode, each cell limited to 60 seconds. Lines below the call override these
+in lite mode, each cell limited to 60 seconds; feedback pages never show hidden tests. Lines below the call override these
 defaults; `mlcourse-grade grade --timeout` and nbgrader's command line override both.
 """
 
@@ -102,6 +108,7 @@ def configure(c: Config, *, course_id: str = COURSE_ID, cell_timeout: int = CELL
     c.CourseDirectory.course_id = course_id
     c.GenerateAssignment.preprocessors = list(RELEASE_PREPROCESSORS)
     c.Autograde.sanitize_preprocessors = list(SANITIZE_PREPROCESSORS)
+    c.GenerateFeedback.preprocessors = list(FEEDBACK_PREPROCESSORS)
     c.Execute.timeout = cell_timeout
     c.Execute.interrupt_on_timeout = True
     c.Execute.startup_timeout = 120  # a loaded grading machine starts kernels slowly

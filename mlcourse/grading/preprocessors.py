@@ -14,6 +14,8 @@ these into nbgrader's own pipelines, so plain ``nbgrader generate_assignment`` a
 - :class:`OverwriteReleasedCells` (autograde): nbgrader's ``OverwriteCells`` without its
   false alarm: a test cell exactly as released (hidden tests removed) is restored
   silently; only one a student changed is reported.
+- :class:`HideHiddenTests` (feedback): the feedback page shows each hidden-test block of a
+  test cell as one comment line, never its source.
 
 Example:
     >>> import nbformat
@@ -250,3 +252,40 @@ class OverwriteReleasedCells(OverwriteCells):
             if stored is not None and cell.source == released_source(stored.source):
                 cell.source = stored.source
         return super().preprocess_cell(cell, resources, cell_index)
+
+
+HIDDEN_NOTE = "# (hidden tests: their results are in the output below)"
+
+
+def hide_hidden_tests(source: str) -> str:
+    """``source`` with each hidden-test block replaced by :data:`HIDDEN_NOTE`.
+
+    Example:
+        >>> print(hide_hidden_tests("a()\\n### BEGIN HIDDEN TESTS\\nb()\\n### END HIDDEN TESTS"))
+        a()
+        # (hidden tests: their results are in the output below)
+    """
+    from mlcourse.grading.instrument import HIDDEN_BEGIN, HIDDEN_END
+
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if HIDDEN_BEGIN in line:
+            inside = True
+            lines.append(HIDDEN_NOTE)
+        elif HIDDEN_END in line:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """Replace the hidden-test blocks of graded cells (only those: a student's own cells
+    are shown as written, whatever they contain)."""
+
+    def preprocess_cell(
+        self, cell: NotebookNode, resources: dict[str, Any], cell_index: int
+    ) -> tuple[NotebookNode, dict[str, Any]]:
+        if utils.is_grade(cell):
+            cell.source = hide_hidden_tests(cell.source)
+        return cell, resources
