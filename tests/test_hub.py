@@ -814,6 +814,10 @@ def test_stopping_the_hub_ends_every_process(class_hub: ClassHub) -> None:
     assert processes_of(uids, []), "the users' servers should be running before the stop"
     own = class_hub.own_processes()
     assert len(own) == 3, describe(own)  # the hub, configurable-http-proxy, the idle culler
+    culler = [p for p in own if "jupyterhub_idle_culler" in p.cmdline()]
+    assert culler and "--timeout=3600" in culler[0].cmdline()  # the class file's 60 minutes
+    # the culler is authorised: it lists the users and their servers' activity
+    assert re.search(r"200 GET /hub/api/users\S* \(idle-culler@", class_hub.process.log.read_text())
     code = class_hub.process.stop()
     assert code is not None, f"the hub did not stop on SIGTERM:\n{class_hub.process.log_tail()}"
     deadline = time.monotonic() + 30

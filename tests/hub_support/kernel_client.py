@@ -46,7 +46,6 @@ class UserKernel:
         self.headers = {"Authorization": f"token {token}"}
         self.timeout_s = timeout_s
         self.kernel_id: str | None = None
-        self._socket: websocket.WebSocket | None = None
 
     def __enter__(self) -> UserKernel:
         reply = requests.post(
@@ -54,32 +53,40 @@ class UserKernel:
         )
         reply.raise_for_status()
         self.kernel_id = reply.json()["id"]
-        url = self.server_url.replace("http://", "ws://", 1)
-        self._socket = websocket.create_connection(
-            f"{url}api/kernels/{self.kernel_id}/channels",
-            header=[f"{k}: {v}" for k, v in self.headers.items()],
-            timeout=self.timeout_s,
-        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._socket is not None:
-            self._socket.close()
         if self.kernel_id is not None:
             requests.delete(
                 f"{self.server_url}api/kernels/{self.kernel_id}", headers=self.headers, timeout=60
             )
 
     def run(self, code: str) -> Execution:
-        """Execute ``code``; returns its output once the kernel is idle again."""
-        assert self._socket is not None, "use UserKernel as a context manager"
+        """Execute ``code``; returns its output once the kernel is idle again.
+
+        Each run has a websocket of its own: the server closes one left unread (its
+        pings unanswered) while the test does other things.
+        """
+        assert self.kernel_id is not None, "use UserKernel as a context manager"
+        url = self.server_url.replace("http://", "ws://", 1)
+        connection = websocket.create_connection(
+            f"{url}api/kernels/{self.kernel_id}/channels",
+            header=[f"{k}: {v}" for k, v in self.headers.items()],
+            timeout=self.timeout_s,
+        )
+        try:
+            return self._execute(connection, code)
+        finally:
+            connection.close()
+
+    def _execute(self, connection: websocket.WebSocket, code: str) -> Execution:
         msg_id = uuid.uuid4().hex
-        self._socket.send(json.dumps(_execute_request(msg_id, code)))
+        connection.send(json.dumps(_execute_request(msg_id, code)))
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
         error = ""
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            message = json.loads(self._socket.recv())
+            message = json.loads(connection.recv())
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = message["msg_type"], message["content"]
