@@ -60,6 +60,9 @@ from typing import Any
 import psutil
 import pytest
 
+if sys.platform == "win32":  # local users, PAM and cgroups: the class hub is for Linux
+    pytest.skip("the class hub runs on Linux (JupyterHub's local users)", allow_module_level=True)
+
 ROOT = Path(__file__).resolve().parent.parent
 HUB_FOLDER = ROOT / "deploy" / "jupyterhub"
 sys.path.insert(0, str(HUB_FOLDER))  # the classroom_hub package
