@@ -146,6 +146,13 @@ class Lab:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def stop_kernels(self) -> None:
+        """Shut down every session's kernel (each lesson's kernel holds torch: ~1 GB)."""
+        status, body = self.api("GET", "/api/sessions")
+        if status == 200:
+            for session in json.loads(body):
+                self.api("DELETE", f"/api/sessions/{session['id']}")
+
     def url(self, path: str) -> str:
         return f"{self.base}{path}{'&' if '?' in path else '?'}token={self.token}"
 
@@ -340,6 +347,7 @@ def learner_page(browser: Browser, lab: Lab, shot: Path) -> Iterator[Page]:
         raise
     finally:
         context.close()
+        lab.stop_kernels()  # after a failure too: the next test starts with none
 
 
 # --- the learner's actions ---------------------------------------------------------------
@@ -353,8 +361,8 @@ def open_notebook(page: Page, lab: Lab, name: str) -> None:
     item = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
     if "/lab" in page.url and item.count() == 1:
         item.dblclick()
-    else:
-        page.goto(lab.url(f"/lab/tree/{name}"))
+    else:  # a fresh layout: no tab a failed test left open comes back
+        page.goto(lab.url(f"/lab/tree/{name}?reset"))
     panel = page.locator(".jp-NotebookPanel:visible")
     expect(panel.locator(".jp-CodeCell")).to_have_count(code_cells, timeout=SERVER_START_S * 1000)
     expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible(
@@ -618,7 +626,7 @@ def test_a_learner_works_through_every_lesson_within_2_gb(
         for number, path in enumerate(LESSONS):
             start, memory.phase = time.monotonic(), path.stem
             if number == 0:
-                page.goto(lab.url("/"))  # the start page, with my-work/ in the file browser
+                page.goto(lab.url("/lab/tree/START.md?reset"))  # my-work/ in the file browser
                 expect(page.locator(".jp-DirListing-itemText").first).to_be_visible(
                     timeout=SERVER_START_S * 1000
                 )
