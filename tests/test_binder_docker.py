@@ -29,6 +29,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
+from mlcourse.lab import jupyterlab_command
+
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
 LOCK_ENTRY = re.compile(
@@ -333,8 +335,10 @@ def test_dockerfile_serves_jupyterlab_with_a_token(course):
     assert not any(re.search(r"token=?['\"]*$|password", a, re.I) for a in args), (
         "the token must not be disabled"
     )
-    command = course.lab_command("python", "/notebooks", args[3:])
+    assert course.lab_command("python", args[3:]) == ["python", "-m", "mlcourse.lab", *args[3:]]
+    command = jupyterlab_command("python", "/notebooks", args[3:])
     assert [a for a in command if a.startswith("--ip")] == ["--ip=0.0.0.0"]
+    assert not any("token" in a for a in command), "JupyterLab's login token stays on"
 
 
 def test_dockerignore_keeps_environments_and_run_outputs_out():
@@ -388,14 +392,6 @@ def test_variants_and_sets_have_their_own_fingerprints(course, monkeypatch):
     assert course.environment_fingerprint() != default
     assert course.requirements_fingerprint() != course.environment_fingerprint()
     assert course.requirements_fingerprint("dev") != course.requirements_fingerprint()
-
-
-def test_lab_command_is_loopback_unless_told_otherwise(course):
-    command = course.lab_command("python", "/x/notebooks", ["--no-browser"])
-    assert command[:3] == ["python", "-m", "jupyterlab"]
-    assert "--ip=127.0.0.1" in command and "--ServerApp.root_dir=/x/notebooks" in command
-    assert command[-1] == "--no-browser"
-    assert not any("token" in a for a in command), "JupyterLab's login token stays on"
 
 
 def test_setup_rejects_unknown_options():
