@@ -19,7 +19,10 @@ lesson) and cell metadata ``mlcourse.compare`` (one cell)::
 
 ``lines`` maps a regular expression, searched in the committed line that holds a number, to
 the tolerance for the numbers on such lines (the first match wins), so one cell can hold an
-accuracy compared to 0.01 and a float32 round-off compared to 1e-6.
+accuracy compared to 0.01 and a float32 round-off compared to 1e-6. ``numbers`` does the same
+for single numbers in a table: its expressions are searched in the committed line *up to*
+the number (so ``"\\]\\s+$"`` picks the number right after a bracketed interval); it wins
+over ``lines``.
 
 Two printed numbers ``a`` (committed) and ``b`` agree when
 ``|a - b| <= atol + rtol * |a| + unit``, where ``unit`` is one unit in the last digit
@@ -71,6 +74,8 @@ class Tolerance:
             masked, only where the fingerprints differ.
         lines: (regular expression, tolerance) pairs: numbers on a committed line the
             expression matches use that tolerance instead (the first match wins).
+        numbers: (regular expression, tolerance) pairs for single numbers: searched in the
+            committed line up to the number; wins over ``lines``.
     """
 
     rtol: float = 0.0
@@ -78,6 +83,22 @@ class Tolerance:
     counts: int = 0
     bit_dependent: tuple[str, ...] = field(default=())
     lines: tuple[tuple[str, Tolerance], ...] = field(default=())
+    numbers: tuple[tuple[str, Tolerance], ...] = field(default=())
+
+    def for_number(self, line: str, before: str) -> Tolerance:
+        """The tolerance for the number that follows ``before`` on the committed ``line``.
+
+        Example:
+            >>> t = Tolerance.from_metadata({"atol": 0.01, "numbers": {"p = $": {"rtol": 1}}})
+            >>> t.for_number("acc 0.9, p = 0.3", "acc 0.9, p = ").rtol
+            1
+            >>> t.for_number("acc 0.9, p = 0.3", "acc ").rtol
+            0.0
+        """
+        for pattern, tolerance in self.numbers:
+            if re.search(pattern, before):
+                return tolerance
+        return self.for_line(line)
 
     def for_line(self, line: str) -> Tolerance:
         """The tolerance for numbers on ``line`` (a committed line).
@@ -102,7 +123,7 @@ class Tolerance:
             >>> Tolerance.from_metadata({"atoll": 0.1})
             Traceback (most recent call last):
             ...
-            ValueError: unknown tolerance key 'atoll'; expected one of 'rtol', 'atol', 'counts', 'bit_dependent', 'lines'.
+            ValueError: unknown tolerance key 'atoll'; expected one of 'rtol', 'atol', 'counts', 'bit_dependent', 'lines', 'numbers'.
         """
         values: dict[str, Any] = {}
         names = [f.name for f in fields(cls)]
@@ -115,10 +136,15 @@ class Tolerance:
                     )
                 values[key] = value
         lines = values.pop("lines", {})
+        numbers = values.pop("numbers", {})
         bit_dependent = tuple(values.pop("bit_dependent", ()))
         if isinstance(lines, Mapping):  # from metadata: {pattern: overrides}
             lines = tuple((p, cls.from_metadata(values, o)) for p, o in lines.items())
-        tolerance = cls(**values, bit_dependent=bit_dependent, lines=tuple(lines))
+        if isinstance(numbers, Mapping):
+            numbers = tuple((p, cls.from_metadata(values, o)) for p, o in numbers.items())
+        tolerance = cls(
+            **values, bit_dependent=bit_dependent, lines=tuple(lines), numbers=tuple(numbers)
+        )
         tolerance.check()
         return tolerance
 
@@ -129,7 +155,7 @@ class Tolerance:
                 raise ValueError(f"tolerance {name}={value!r} must be a finite number >= 0.")
         if not (isinstance(self.counts, int) and self.counts >= 0):
             raise ValueError(f"tolerance counts={self.counts!r} must be an integer >= 0.")
-        for pattern in (*self.bit_dependent, *(p for p, _ in self.lines)):
+        for pattern in (*self.bit_dependent, *(p for p, _ in (*self.lines, *self.numbers))):
             re.compile(pattern)
 
 
@@ -184,7 +210,9 @@ def compare_text(committed: str, new: str, tolerance: Tolerance | None) -> str |
     problems = []
     for index, (a, b) in enumerate(zip(numbers_a, numbers_b, strict=True)):
         line = _context(parts_a, numbers_a, index)
-        problem = compare_numbers(a, b, tolerance.for_line(line))
+        problem = compare_numbers(
+            a, b, tolerance.for_number(line, _before(parts_a, numbers_a, index))
+        )
         if problem:
             problems.append(f"{problem} in: {line}")
     if not problems:
@@ -342,6 +370,13 @@ def _first_text_difference(a: str, b: str) -> str:
         if line_a != line_b:
             return f"text differs: {line_b.strip()!r} where the committed output has {line_a.strip()!r}"
     return f"the output has {len(lines_b)} lines, the committed one {len(lines_a)}"
+
+
+def _before(parts: Sequence[str], numbers: Sequence[str], index: int) -> str:
+    """The committed line up to number ``index`` (the number excluded)."""
+    text = "".join(p + n for p, n in zip(parts[:index], numbers[:index], strict=True))
+    text += parts[index]
+    return text[text.rfind("\n") + 1 :]
 
 
 def _context(parts: Sequence[str], numbers: Sequence[str], index: int) -> str:

@@ -175,9 +175,11 @@ def notebook():
 # How this lesson's outputs are compared on another CPU (mlcourse.lesson_outputs), and why.
 DECLARED_TOLERANCES = {
     # Accuracies, gaps and their standard deviations are means over the adapter seeds.
-    # Another kernel set acts like another draw of the seed noise, and the standard deviation
-    # of such a mean is at most about 0.005 here (docs/claims.md): 0.015 is three of them,
-    # so a result that moves by a few points still fails.
+    # Another kernel set acts like another draw of the seed noise. The standard deviation of
+    # such a mean is below 0.008 here (the printed seed standard deviations, divided by the
+    # square root of the number of seeds), and seed 0's pinned and portable runs differ by
+    # 0.006 at most: 0.015 is about two of those standard deviations, and a result that
+    # moves by a few points still fails.
     "atol": 0.015,
     # SHA-256 digests of trained weights depend on every bit (the lesson explains why).
     "bit_dependent": ["sha256:? [0-9a-f]+"],
@@ -188,10 +190,17 @@ DECLARED_TOLERANCES = {
         "logits reach|_rel_diff": {"rtol": 0.1, "atol": 1e-5},
         # float32 rounding: merge, unmerge, stacked runs against single runs
         "max difference|max \\||stacked|largest difference|_diff =|rounding": {"atol": 5e-5},
+    },
+    "numbers": {
         # A p-value is a steep function of the gap it tests: when the seed-averaged accuracies
-        # move by a few tenths of a point, p may move by half its value. The verdict it leads
-        # to is words, compared exactly, so a conclusion that flips still fails.
-        "p-value|p_value": {"rtol": 0.5, "atol": 0.01},
+        # move by a few tenths of a point, p may move by its own size (0.31 on an AMD EPYC,
+        # 0.49 on an Intel Xeon for the int8 gap). The verdict it leads to is words, compared
+        # exactly, so a conclusion that flips still fails.
+        "(p-value: |_p_value = )$": {"atol": 0.05, "rtol": 1.0},
+        # A standard deviation over 3 seeds is itself uncertain by about half its value, and
+        # at the edge of the stable rates one seed's worse run sets it (0.021 on an AMD EPYC,
+        # 0.001 with the portable kernels on an Intel Xeon, for rank 4 at lr 6e-2).
+        "± $": {"atol": 0.025},
     },
 }
 

@@ -112,6 +112,19 @@ def test_stream_chunks_are_joined_before_comparing():
     assert compare_notebooks(committed, executed, exact=True) == []
 
 
+def test_a_table_column_can_have_its_own_tolerance():
+    """p-values after an interval move freely (their verdict is words, compared exactly);
+    the effect and the interval on the same line keep the lesson's tolerance."""
+    tolerance = Tolerance.from_metadata(
+        {"atol": 0.01, "numbers": {r"\]\s+$": {"atol": 0.05, "rtol": 1.0}}}
+    )
+    row = "AdamW +0.006 [-0.006, +0.018] 0.255 not established"
+    assert compare_text(row, row.replace("0.255", "0.200"), tolerance) is None
+    assert compare_text(row, row.replace("+0.006", "+0.036"), tolerance) is not None
+    assert compare_text(row, row.replace("+0.018", "+0.048"), tolerance) is not None
+    assert compare_text(row, row.replace("not established", "established"), tolerance)
+
+
 def test_whole_notebooks_report_the_cell_that_moved():
     committed = _notebook("epoch 1 0.5\n", "accuracy 0.848\n", compare={"atol": 0.01})
     drifted = _notebook("epoch 1 0.5\n", "accuracy 0.850\n")
@@ -148,14 +161,19 @@ def test_a_published_accuracy_moved_by_three_points_fails_on_another_cpu(stem):
     lesson = lesson_tolerance(nb)
     moved = 0
     for index, cell, output in published_cells(nb):
+        tolerance = cell_tolerance(cell, lesson)
         for line in output["data"]["text/plain"].splitlines():
             match = re.fullmatch(r"(\w*acc\w*) = (0\.\d+)", line)
             if not match or float(match.group(2)) < 0.2:
                 continue
+            if re.search(r"_p(_holm|_value)?$", match.group(1)):
+                continue  # a p-value about an accuracy, not an accuracy
+            if any(re.search(p, line) for p in tolerance.bit_dependent):
+                continue  # declared chaotic (one seed's flip moves it): checked over seeds instead
             value = float(match.group(2))
             new = f"{match.group(1)} = {value - 0.03 if value > 0.5 else value + 0.03:.4f}"
             changed = _with_text(cell, output, line, new)
-            problem = compare_cell(cell, changed, cell_tolerance(cell, lesson))
+            problem = compare_cell(cell, changed, tolerance)
             assert problem is not None, f"{stem} cell {index}: {line!r} -> {new!r} passed"
             moved += 1
     if moved == 0:
