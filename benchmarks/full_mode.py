@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lessons import cpu_name, measure  # noqa: E402
 
-from mlcourse.full_mode import FULL_MODE_JSON, render_table  # noqa: E402
+from mlcourse.full_mode import RECORD, render_table  # noqa: E402
 from mlcourse.notebooks import lesson_paths  # noqa: E402
 
+FULL_MODE_JSON = ROOT / RECORD
 TABLE_MD = ROOT / "docs" / "full_mode.md"
 
 

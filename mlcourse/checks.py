@@ -1,6 +1,9 @@
 """Checks for exercise tests that tell a learner what was checked, what was expected, what
 came back, and what the likely mistake is, in a few lines and without a traceback.
 
+For the learners' exercises: the test cells of the lessons call these. (Library functions
+check their own arguments with :mod:`mlcourse.arguments`.)
+
 A failed check raises :class:`CheckFailed`, an ``AssertionError`` (so nbgrader still
 scores the cell as failed). In a notebook IPython shows only its short report, not the
 frames of this library::

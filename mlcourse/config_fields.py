@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from mlcourse.validation import check_bool, check_choice, check_float, check_int
+from mlcourse.arguments import check_bool, check_choice, check_float, check_int
 
 S = TypeVar("S", bound="Settings")
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")

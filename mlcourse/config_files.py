@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from mlcourse.validation import check_choice
+from mlcourse.arguments import check_choice
 
 SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 MAX_CONFIG_BYTES = 1 << 20

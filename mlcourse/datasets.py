@@ -4,7 +4,9 @@ Each dataset lives in ``datasets/<name>/`` with its arrays (``.npz``), a ``datas
 (name, version, what each array holds), a ``data_card.md`` and a ``SHA256SUMS``
 manifest. :func:`load_dataset` checks every checksum before reading a byte of data (the
 ``dataset.json`` manifest included: it is verified before it is parsed) and never
-unpickles anything. Set ``MLCOURSE_DATA_DIR`` to read datasets from elsewhere.
+unpickles anything. The folder is found by :func:`mlcourse.course_files.datasets_dir` (a
+checkout's ``datasets/``, or the copies a wheel installs); set ``MLCOURSE_DATA_DIR`` to read
+datasets from elsewhere.
 
 Example:
     >>> digits = load_dataset("digits")
@@ -27,23 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlcourse.arguments import check_choice
 from mlcourse.config_files import load_config_file
+from mlcourse.course_files import datasets_dir
 from mlcourse.integrity import ChecksumError, verify_sums
 from mlcourse.splits import DEFAULT_SALT, hash_split
-from mlcourse.validation import check_choice
 
-DATA_DIR_ENV = "MLCOURSE_DATA_DIR"
 INFO_FILE = "dataset.json"
 CARD_FILE = "data_card.md"
 INFO_KEYS = ("name", "version", "file", "arrays")
 
 
 def data_dir() -> Path:
-    """The folder holding the shipped datasets (``$MLCOURSE_DATA_DIR`` or ``datasets/``)."""
-    override = os.environ.get(DATA_DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent.parent / "datasets"
+    """The folder holding the shipped datasets (:func:`mlcourse.course_files.datasets_dir`)."""
+    return datasets_dir()
 
 
 def available_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

@@ -85,7 +85,7 @@ class WorkerGroup:
         threads: int = 1,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        from mlcourse.validation import check_choice, check_float, check_int
+        from mlcourse.arguments import check_choice, check_float, check_int
 
         self.world_size = check_int("world_size", world_size, min_value=1)
         self.backend = check_choice("backend", backend, ("gloo", "nccl"))

@@ -3,7 +3,9 @@
 ``benchmarks/full_mode.py`` runs each lesson in full mode on the CPU and stores its wall
 time, peak memory and published results in ``benchmarks/full_mode.json``. A lesson shows
 them next to its own lite-mode results with :func:`show_lite_and_full`, so the full-mode
-numbers a reader sees are the ones full mode really produced.
+numbers a reader sees are the ones full mode really produced. The record lives in the
+course folder (:mod:`mlcourse.course_files`); a wheel install has none, and its boxes say
+that full mode was not recorded there.
 
 Example:
     >>> print(lite_and_full_table({"accuracy": ("test accuracy", ".3f")},
@@ -22,12 +24,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-FULL_MODE_JSON = Path(__file__).resolve().parent.parent / "benchmarks" / "full_mode.json"
+from mlcourse.course_files import course_root
+
+RECORD = Path("benchmarks") / "full_mode.json"  # in the course folder
+NOT_RUN = "not run yet"
+NOT_RECORDED = "not recorded in this install"
 
 
-def recorded_full_mode(stem: str, path: Path = FULL_MODE_JSON) -> dict[str, Any] | None:
-    """The recorded full-mode run of lesson ``stem``, or ``None`` if it was never run."""
-    if not path.is_file():
+def full_mode_file() -> Path | None:
+    """``benchmarks/full_mode.json`` of the course folder; ``None`` without one (a wheel)."""
+    root = course_root()
+    return None if root is None else root / RECORD
+
+
+def recorded_full_mode(stem: str, path: Path | None = None) -> dict[str, Any] | None:
+    """The recorded full-mode run of lesson ``stem`` (from ``path``, default
+    :func:`full_mode_file`), or ``None`` if it was never run or there is no record."""
+    path = path if path is not None else full_mode_file()
+    if path is None or not path.is_file():
         return None
     return json.loads(path.read_text()).get(stem)
 
@@ -37,9 +51,17 @@ def lite_and_full_table(
     *,
     lite: Mapping[str, Any],
     full: Mapping[str, Any] | None,
+    missing: str = NOT_RUN,
 ) -> str:
     """A Markdown table: one row per published result, ``(label, format)`` each, lite next
-    to full, and the full run's wall time."""
+    to full, and the full run's wall time (``missing`` when there is no full run).
+
+    Example:
+        >>> print(lite_and_full_table({}, lite={}, full=None, missing=NOT_RECORDED))
+        | | lite (this run) | full (recorded) |
+        |---|---:|---:|
+        | wall time on 2 CPU cores | seconds | not recorded in this install |
+    """
     lines = ["| | lite (this run) | full (recorded) |", "|---|---:|---:|"]
     finished = bool(full and full.get("finished"))
     for key, (label, spec) in rows.items():
@@ -49,7 +71,7 @@ def lite_and_full_table(
         )
         lines.append(f"| {label} | {lite_value} | {full_value} |")
     if full is None:
-        wall = "not run yet"
+        wall = missing
     elif not finished:
         wall = f"did not finish in {full['limit_min']:g} min"
     else:
@@ -65,7 +87,10 @@ def show_lite_and_full(stem: str, rows: Mapping[str, tuple[str, str]]) -> None:
 
     from mlcourse.results import published
 
-    display(Markdown(lite_and_full_table(rows, lite=published(), full=recorded_full_mode(stem))))
+    record = full_mode_file()
+    full = recorded_full_mode(stem, record) if record is not None else None
+    missing = NOT_RUN if record is not None else NOT_RECORDED
+    display(Markdown(lite_and_full_table(rows, lite=published(), full=full, missing=missing)))
 
 
 def render_table(table: Mapping[str, Mapping[str, Any]]) -> str:

@@ -36,9 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlcourse.course_files import require_course_root
 from mlcourse.lab_settings import write_config
 from mlcourse.my_work import START_PAGE, sync_work
-from mlcourse.notebooks import PROJECT_ROOT, lesson_kernel_environment
+from mlcourse.notebooks import lesson_kernel_environment
 from mlcourse.resources import DEVICE_ENV
 
 WORK_DIR_ENV = "MLCOURSE_WORK_DIR"
@@ -80,8 +81,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--project",
         type=Path,
-        default=PROJECT_ROOT,
-        help="the course's repository (default: the one this package is installed from)",
+        help="the course's repository (default: $MLCOURSE_ROOT, or the checkout this "
+        "package is installed from)",
     )
     parser.add_argument(
         "--wrap",
@@ -138,7 +139,7 @@ def prepare(options: argparse.Namespace, base: Mapping[str, str], cwd: Path) -> 
     """Make the work folder (learner) or course folder (instructor), write the mode's
     configuration, and say where JupyterLab runs. ``cwd`` is the server's root for
     ``--wrap`` (Binder serves the folder it starts in)."""
-    project = options.project.resolve()
+    project = (options.project or require_course_root()).resolve()
     notebooks = project / "notebooks"
     messages: list[str] = []
     if options.mode == "learner":

@@ -34,8 +34,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlcourse.arguments import check_choice
 from mlcourse.integrity import atomic_write_text
-from mlcourse.validation import check_choice
 
 MODES = ("learner", "instructor")
 NBGRADER_LAB_EXTENSION = "@jupyter/nbgrader"

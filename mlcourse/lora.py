@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlcourse.validation import check_float, check_int
+from mlcourse.arguments import check_float, check_int
 
 LORA_PARAMETER_NAMES = ("lora_A", "lora_B")
 

@@ -23,16 +23,14 @@ from typing import Any
 
 import nbformat
 
+from mlcourse.course_files import notebooks_dir, require_course_root
 from mlcourse.integrity import atomic_write_text
 from mlcourse.lesson_outputs import METADATA_KEY, NUMERICS_KEY
 from mlcourse.numerics import PORTABLE_PINS, pinned_environment, with_overrides
+from mlcourse.parameters_cell import parameters_problems
 from mlcourse.resources import DEVICE_ENV
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
-PARAMETERS_TAG = "parameters"
-REQUIRED_PARAMETERS = ("lite", "seed", "device")
 # Kernel sets the test suite runs every lesson with: the course's pins, and the portable
 # kernels, which stand in for another CPU (see docs/numerics.md).
 KERNEL_SETS: dict[str, dict[str, str]] = {"pinned": {}, "portable": PORTABLE_PINS}
@@ -43,9 +41,20 @@ _VOLATILE_CELL_KEYS = ("papermill", "execution", "collapsed", "scrolled")
 MACHINE_PATH = re.compile(r"(/home/|/root/|/tmp/|/Users/|/private/var/|[A-Za-z]:\\Users\\)")
 
 
+def __getattr__(name: str) -> Path:
+    """``PROJECT_ROOT`` (the course folder) and ``NOTEBOOK_DIR`` (its ``notebooks/``), looked
+    up in :mod:`mlcourse.course_files` when asked for (PEP 562); an error says to set
+    ``$MLCOURSE_ROOT`` where there is no course folder (a wheel install)."""
+    if name == "PROJECT_ROOT":
+        return require_course_root()
+    if name == "NOTEBOOK_DIR":
+        return notebooks_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def lesson_paths(folder: str | os.PathLike[str] | None = None) -> list[Path]:
     """The numbered lessons ``NN_name.ipynb`` in ``folder`` (default ``notebooks/``), in order."""
-    folder = Path(folder) if folder is not None else NOTEBOOK_DIR
+    folder = Path(folder) if folder is not None else notebooks_dir()
     return sorted(p for p in folder.iterdir() if LESSON_NAME.match(p.name))
 
 
@@ -172,15 +181,7 @@ def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def notebook_problems(nb: nbformat.NotebookNode) -> list[str]:
     """What keeps a committed lesson from being clean; an empty list means clean."""
-    problems = []
-    params = [c for c in nb.cells if PARAMETERS_TAG in c.metadata.get("tags", [])]
-    if len(params) != 1:
-        problems.append(f"expected exactly one cell tagged {PARAMETERS_TAG!r}, found {len(params)}")
-    else:
-        source = params[0].source
-        for name in REQUIRED_PARAMETERS:
-            if not re.search(rf"^{name}\s*(:[^=]+)?=", source, flags=re.MULTILINE):
-                problems.append(f"parameters cell does not set {name!r}")
+    problems = parameters_problems(nb)
     if "papermill" in nb.metadata or "widgets" in nb.metadata:
         problems.append("notebook metadata holds papermill or widget state")
     expected = 1

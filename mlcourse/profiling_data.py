@@ -42,7 +42,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from mlcourse.validation import check_float, check_int
+from mlcourse.arguments import check_float, check_int
 
 SIZE = 32
 

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from mlcourse.arguments import check_choice, check_keys
 from mlcourse.config_fields import Boolean, Choice, Settings, setting
-from mlcourse.validation import check_choice, check_keys
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_SIZES = ("auto", "small", "medium", "large")

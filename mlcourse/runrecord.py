@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from mlcourse.course_files import course_root
 from mlcourse.integrity import atomic_write_text
 from mlcourse.numerics import numerics_fingerprint
 
@@ -43,7 +44,6 @@ DEFAULT_PACKAGES = (
     "ipywidgets",
     "papermill",
 )
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class RunRecord(dict):
@@ -143,8 +143,12 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
     return versions
 
 
-def git_info(path: str | os.PathLike[str] = _PROJECT_ROOT) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git checkout holding ``path``, or ``None``."""
+def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """Commit and dirty flag of the git checkout holding ``path`` (default: the course
+    folder, :func:`mlcourse.course_files.course_root`), or ``None`` (no checkout, no git)."""
+    path = path if path is not None else course_root()
+    if path is None:
+        return None
     try:
         commit = _git(path, "rev-parse", "HEAD")
         status = _git(path, "status", "--porcelain", "--untracked-files=no")

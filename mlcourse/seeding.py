@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlcourse.validation import check_bool, check_int
+from mlcourse.arguments import check_bool, check_int
 
 MAX_SEED = 2**32 - 1
 # The smaller of the two workspace settings cuBLAS documents for deterministic results.

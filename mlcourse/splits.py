@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlcourse.arguments import check_float
 from mlcourse.integrity import ChecksumError, atomic_write_text, sha256_bytes
-from mlcourse.validation import check_float
 
 DEFAULT_SALT = "mlcourse-v1"
 _SPLIT_FORMAT = "mlcourse-split-v1"

@@ -32,13 +32,14 @@ from typing import Any
 
 import nbformat
 
+from mlcourse.course_files import notebooks_dir, require_course_root
 from mlcourse.integrity import atomic_write_text
 from mlcourse.lab_settings import CULL_IDLE_MINUTES
-from mlcourse.notebooks import NOTEBOOK_DIR, PROJECT_ROOT, lesson_paths
+from mlcourse.notebooks import lesson_paths
 
 PAGE_NAME = "START.md"
 EXERCISE_FOLDER = "student"
-BENCHMARK = PROJECT_ROOT / "benchmarks" / "lessons.py"
+BENCHMARK = Path("benchmarks") / "lessons.py"  # in the course folder
 MEASURED_PREFIX = "lite-runs "
 # "# 00 · Title", "# Lesson 01: Title", "# 02 - Title" -> "Title"
 _TITLE_PREFIX = re.compile(r"^(lesson\s+)?\d+\s*[·:.\-–—]?\s*", re.IGNORECASE)
@@ -59,7 +60,7 @@ class LessonEntry:
 
 def lesson_entries(notebooks: str | os.PathLike[str] | None = None) -> list[LessonEntry]:
     """The lessons in ``notebooks`` (default ``notebooks/``), read from the notebooks."""
-    folder = Path(notebooks) if notebooks is not None else NOTEBOOK_DIR
+    folder = Path(notebooks) if notebooks is not None else notebooks_dir()
     entries = []
     for path in lesson_paths(folder):
         nb = nbformat.read(path, as_version=4)
@@ -161,7 +162,7 @@ def render(entries: list[LessonEntry], measurements: dict[str, Any]) -> str:
 
 def page_problems(notebooks: str | os.PathLike[str] | None = None) -> list[str]:
     """Why ``notebooks/START.md`` is not current (empty when it is)."""
-    folder = Path(notebooks) if notebooks is not None else NOTEBOOK_DIR
+    folder = Path(notebooks) if notebooks is not None else notebooks_dir()
     page = folder / PAGE_NAME
     if not page.is_file():
         return [f"{page} is missing: run `python -m mlcourse.start_page --measure`"]
@@ -179,12 +180,13 @@ def page_problems(notebooks: str | os.PathLike[str] | None = None) -> list[str]:
 
 def measure(stems: list[str], *, repeat: int = 1) -> dict[str, dict[str, Any]]:
     """Lite-mode wall time and peak memory of lessons, by ``benchmarks/lessons.py``."""
-    paths = [str(NOTEBOOK_DIR / f"{stem}.ipynb") for stem in stems]
+    root = require_course_root()
+    paths = [str(root / "notebooks" / f"{stem}.ipynb") for stem in stems]
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "lessons.json"
         subprocess.run(
-            [sys.executable, str(BENCHMARK), *paths, "--repeat", str(repeat), "--json", str(output)],
-            check=True, cwd=PROJECT_ROOT,
+            [sys.executable, str(root / BENCHMARK), *paths, "--repeat", str(repeat), "--json", str(output)],
+            check=True, cwd=root,
         )  # fmt: skip
         rows = json.loads(output.read_text())
     by_stem = {row["notebook"]: row["pinned"] for row in rows}
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         help="measure these lessons (stems; default: those changed since measured), then write",
     )
     args = parser.parse_args(argv)
-    page = NOTEBOOK_DIR / PAGE_NAME
+    page = notebooks_dir() / PAGE_NAME
     if args.check:
         problems = page_problems()
         print("\n".join(problems) or f"{page} is current.")

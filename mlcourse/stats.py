@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlcourse.validation import check_float, check_int
+from mlcourse.arguments import check_float, check_int
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 _CHUNK = 1000

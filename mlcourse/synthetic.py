@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from mlcourse.validation import check_choice, check_float, check_int
+from mlcourse.arguments import check_choice, check_float, check_int
 
 CLASSIFICATION_KINDS = ("blobs", "moons", "circles", "spirals")
 SEQUENCE_TASKS = ("copy", "reverse", "sort")

@@ -1,7 +1,8 @@
-"""``python -m mlcourse.train`` and the ``mlcourse-train`` console script.
+"""``python -m mlcourse.train``: the ``mlcourse-train`` command as a module.
 
 The training command lives in :mod:`mlcourse.training` (one job per module, documented in
-``docs/training_cli.md``); this module is its entry point. Loading it imports no numerical
+``docs/training_cli.md``; the console script calls :func:`mlcourse.training.cli.main`);
+this module is its ``-m`` entry point. Loading it imports no numerical
 library, so :func:`main` can pin the numerics environment before torch loads.
 
 The names older code imported from here still resolve, from their new modules, when first

@@ -15,12 +15,12 @@ import nbformat
 import pytest
 
 from mlcourse.grading.student import (
-    STUDENT_DIR,
     graded_cells,
     hide_solutions,
     lessons_with_exercises,
     make_student_copy,
     solution_cells,
+    student_copies_dir,
     student_copy_problems,
     student_copy_text,
     visible_solutions,
@@ -192,5 +192,5 @@ def test_lessons_with_exercises_find_files_without_relying_on_their_folder(path)
 
 
 def test_readme_of_the_student_folder_says_where_solutions_are():
-    text = (STUDENT_DIR / "README.md").read_text(encoding="utf-8")
+    text = (student_copies_dir() / "README.md").read_text(encoding="utf-8")
     assert "python3 course.py student" in text and "notebooks/" in text and "Binder" in text

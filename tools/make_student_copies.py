@@ -19,15 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mlcourse.course_files import notebooks_dir  # noqa: E402
 from mlcourse.grading.student import (  # noqa: E402
-    STUDENT_DIR,
     hide_solutions,
     lessons_with_exercises,
+    student_copies_dir,
     student_copy_problems,
     visible_solutions,
     write_student_copies,
 )
-from mlcourse.notebooks import NOTEBOOK_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="collapse every solution cell of the worked lessons in notebooks/",
     )
-    parser.add_argument("--lessons", type=Path, default=NOTEBOOK_DIR, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=STUDENT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--lessons", type=Path, default=notebooks_dir(), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=student_copies_dir(), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.check:

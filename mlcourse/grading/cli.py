@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mlcourse.validation import check_float, check_int
+from mlcourse.arguments import check_float, check_int
 
 EXIT_OK, EXIT_UNGRADABLE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("csv", "canvas", "moodle")  # = mlcourse.grading.export.FORMATS

@@ -36,6 +36,7 @@ from nbgrader.preprocessors import (
 )
 from traitlets.config import Config, PyFileConfigLoader
 
+from mlcourse.arguments import check_int
 from mlcourse.grading.preprocessors import (
     ClearExerciseOutputs,
     ForceLiteMode,
@@ -43,7 +44,6 @@ from mlcourse.grading.preprocessors import (
     OverwriteReleasedCells,
     RestoreDeletedCells,
 )
-from mlcourse.validation import check_int
 
 CONFIG_FILE = "nbgrader_config.py"
 COURSE_ID = "mlcourse"

@@ -45,11 +45,11 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import capture_log
 from traitlets.config import Config
 
+from mlcourse.arguments import check_choice
+from mlcourse.course_files import notebooks_dir
 from mlcourse.grading.config import CONFIG_FILE, CONFIG_TEXT, load_course_config
 from mlcourse.grading.student import graded_cells, lessons_with_exercises, prepare_source
 from mlcourse.integrity import atomic_write_text
-from mlcourse.notebooks import NOTEBOOK_DIR
-from mlcourse.validation import check_choice
 
 LOCK_FILE = ".mlcourse-grade.lock"
 
@@ -202,7 +202,7 @@ class Course:
         Returns:
             the released notebook.
         """
-        lessons_dir = Path(lessons_dir) if lessons_dir is not None else NOTEBOOK_DIR
+        lessons_dir = Path(lessons_dir) if lessons_dir is not None else notebooks_dir()
         available = {p.stem: p for p in lessons_with_exercises(lessons_dir)}
         check_choice("lesson", lesson, sorted(available))
         worked = nbformat.read(available[lesson], as_version=4)

@@ -39,11 +39,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlcourse.arguments import check_choice
 from mlcourse.grading.course_directory import Course, nbgrader_environment
 from mlcourse.grading.report import GRADED, LATE, MISSING, UNGRADABLE, read_report, safe_cell
 from mlcourse.grading.roster import Student, course_roster
 from mlcourse.integrity import atomic_write_text
-from mlcourse.validation import check_choice
 
 FORMATS = ("csv", "canvas", "moodle")
 CSV_FIELDS = (

@@ -35,7 +35,7 @@ import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mlcourse.validation import check_choice
+from mlcourse.arguments import check_choice
 
 CHECK_FUNCTION = "__mlcourse_check__"
 CELL_END = "__mlcourse_cell_end__"

@@ -31,6 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlcourse.arguments import check_float, check_int
 from mlcourse.grading.config import CELL_TIMEOUT
 from mlcourse.grading.course_directory import Course, GradingError
 from mlcourse.grading.execution import RunResult, run_notebook, runner_job, sanitize
@@ -53,7 +54,6 @@ from mlcourse.grading.roster import course_roster
 from mlcourse.grading.sandbox import Limits, check_separate
 from mlcourse.grading.submissions import Submission, import_submissions, read_submission
 from mlcourse.integrity import atomic_write_text
-from mlcourse.validation import check_float, check_int
 
 
 def default_workers() -> int:

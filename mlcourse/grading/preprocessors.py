@@ -37,11 +37,12 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 from traitlets import Unicode
 
+from mlcourse.parameters_cell import parameters_index
+
 INJECTED_TAG = "injected-by-mlcourse-grade"
 LITE_SOURCE = (
     "# Injected by mlcourse-grade: grading always runs the lesson in lite mode.\nlite = True"
 )
-_ASSIGNS_LITE = re.compile(r"^lite\s*(:[^=]+)?=", flags=re.MULTILINE)
 
 
 def is_exercise_cell(cell: NotebookNode) -> bool:
@@ -72,17 +73,8 @@ class ForceLiteMode(NbGraderPreprocessor):
         self, nb: NotebookNode, resources: dict[str, Any]
     ) -> tuple[NotebookNode, dict[str, Any]]:
         nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.metadata.get("tags", [])]
-        position = 0
-        tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
-        assigning = [
-            i
-            for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and _ASSIGNS_LITE.search(c.source)
-        ]
-        if tagged:
-            position = tagged[0] + 1
-        elif assigning:
-            position = assigning[0] + 1
+        found = parameters_index(nb.cells)
+        position = 0 if found is None else found + 1
         cell = from_dict(
             {
                 "cell_type": "code",

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mlcourse.validation import check_int
+from mlcourse.arguments import check_int
 
 WORKDIR = "/submission"
 RUN_ENV = "MLCOURSE_GRADING_RUN"  # marks every process of one grading run
@@ -153,11 +153,10 @@ class Reply:
 def course_environment() -> list[Path]:
     """What a submission may read: the Python environment, ``mlcourse``, data, configs."""
     import mlcourse
-    from mlcourse.datasets import data_dir
-    from mlcourse.notebooks import PROJECT_ROOT
+    from mlcourse.course_files import configs_dir, datasets_dir
 
     paths = [Path(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
-    paths += [Path(mlcourse.__file__).parent, data_dir(), PROJECT_ROOT / "configs"]
+    paths += [Path(mlcourse.__file__).parent, datasets_dir(), configs_dir()]
     found: list[Path] = []
     for path in paths:
         for candidate in {path.absolute(), path.resolve()}:

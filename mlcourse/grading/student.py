@@ -35,13 +35,18 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import SaveCells
 from traitlets.config import Config
 
+from mlcourse.course_files import notebooks_dir
 from mlcourse.grading.preprocessors import is_exercise_cell
 from mlcourse.integrity import atomic_write_text
-from mlcourse.notebooks import NOTEBOOK_DIR, lesson_paths
+from mlcourse.notebooks import lesson_paths
 
-STUDENT_DIR = NOTEBOOK_DIR / "student"
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+
+
+def student_copies_dir() -> Path:
+    """The student copies' folder, ``notebooks/student/`` of the course folder."""
+    return notebooks_dir() / "student"
 
 
 def graded_cells(nb: NotebookNode) -> list[NotebookNode]:
@@ -105,7 +110,7 @@ def student_copy_problems(
         lessons: the worked lessons' folder (default ``notebooks/``).
         student_dir: the student copies' folder (default ``notebooks/student/``).
     """
-    student_dir = Path(student_dir) if student_dir is not None else STUDENT_DIR
+    student_dir = Path(student_dir) if student_dir is not None else student_copies_dir()
     problems = []
     expected = {p.name: p for p in lessons_with_exercises(lessons)}
     for name, path in expected.items():
@@ -132,7 +137,7 @@ def write_student_copies(
     Returns ``{file name: "new" | "updated" | "unchanged"}``. Copies of lessons that no
     longer exist are reported by :func:`student_copy_problems`, never deleted here.
     """
-    student_dir = Path(student_dir) if student_dir is not None else STUDENT_DIR
+    student_dir = Path(student_dir) if student_dir is not None else student_copies_dir()
     status = {}
     for path in lessons_with_exercises(lessons):
         text = student_copy_text(nbformat.read(path, as_version=4))

@@ -36,10 +36,10 @@ from nbformat.notebooknode import NotebookNode
 
 from mlcourse.grading.course_directory import Course
 from mlcourse.grading.preprocessors import INJECTED_TAG
+from mlcourse.parameters_cell import assigned_values, is_parameters_cell
 
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # larger files are not read (and not graded)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
-_LITE_ASSIGNMENT = re.compile(r"^lite\s*(:[^=]+)?=(?P<value>[^#\n]*)", flags=re.MULTILINE)
 
 
 @dataclass
@@ -235,11 +235,10 @@ def changes_undone(submitted: NotebookNode, release: NotebookNode) -> list[str]:
         elif by_id[grade_id].source != cell.source:
             notes.append(f"test cell {grade_id} was edited; graded with the original")
     for cell in submitted.cells:
-        tags = cell.metadata.get("tags", [])
-        if "parameters" in tags and INJECTED_TAG not in tags:
-            for match in _LITE_ASSIGNMENT.finditer(cell.source):
-                if match.group("value").strip() != "True":
-                    notes.append(
-                        f"the parameters set `{match.group(0).strip()}`; graded in lite mode"
-                    )
+        if is_parameters_cell(cell) and INJECTED_TAG not in cell.metadata.get("tags", []):
+            notes += [
+                f"the parameters set `lite = {value}`; graded in lite mode"
+                for value in assigned_values(cell.source, "lite")
+                if value != "True"
+            ]
     return notes

@@ -23,10 +23,10 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
+from mlcourse.arguments import check_int, check_keys
 from mlcourse.grading.course_directory import Course
 from mlcourse.grading.student import solution_cells
 from mlcourse.integrity import atomic_write_text
-from mlcourse.validation import check_int, check_keys
 
 
 def answered_copy(

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlcourse.validation import check_choice
+from mlcourse.arguments import check_choice
 
 COURSE_ENV = "MLCOURSE_COURSE_DIR"
 STEPS = ("release", "collect", "grade", "return")

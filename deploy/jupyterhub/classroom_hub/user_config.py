@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from classroom_hub.layout import COURSE_ID
+from mlcourse.arguments import check_choice
 from mlcourse.integrity import atomic_write_text
 from mlcourse.lab_settings import (
     NBGRADER_LAB_EXTENSION,
@@ -39,7 +40,6 @@ from mlcourse.lab_settings import (
     SETTINGS_DEFAULTS,
     server_config,
 )
-from mlcourse.validation import check_choice
 
 ROLES = ("student", "instructor")
 # The course's own mode each role starts from (mlcourse.lab_settings).

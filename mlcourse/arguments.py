@@ -1,7 +1,9 @@
-"""Argument checks that fail early with a message naming the bad value and what is accepted.
+"""Checks of the arguments passed to the library's own functions: they fail early, with a
+message naming the bad value and what is accepted.
 
-Every public helper of the course validates its inputs with these functions, in the
-spirit of scikit-learn: the error says which parameter, what it got, and what it takes.
+For library code: every public helper of :mod:`mlcourse` validates its inputs with these
+functions, in the spirit of scikit-learn: the error says which parameter, what it got, and
+what it takes. (The checks in a learner's exercise tests are :mod:`mlcourse.checks`.)
 
 Example:
     >>> check_choice("device", "tpu", ("auto", "cpu", "cuda", "mps"))

@@ -1,6 +1,6 @@
 import pytest
 
-from mlcourse.validation import check_bool, check_choice, check_float, check_int, check_keys
+from mlcourse.arguments import check_bool, check_choice, check_float, check_int, check_keys
 
 
 def test_check_choice_names_value_and_choices():
