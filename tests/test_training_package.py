@@ -1,5 +1,6 @@
-"""The shape of mlcourse.training: small modules and functions, layers without cycles, a
-command that loads no numerical library before it pins the numerics, and the old names."""
+"""The shape of mlcourse.training: small modules and functions, its own layers (the whole
+library's layers and cycles: tests/test_architecture.py), a command that loads no
+numerical library before it pins the numerics, and the old names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from import_graph import import_graph, module_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mlcourse"
@@ -26,48 +29,6 @@ LAYERS = [
     ["loop", "planning"],
     ["cli"],
 ]
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_mlcourse_modules(path: Path) -> set[str]:
-    """Every mlcourse module ``path`` imports, at the top or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlcourse"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("mlcourse")}
-    return found
-
-
-def import_graph() -> dict[str, set[str]]:
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {
-        name: {m for m in imported_mlcourse_modules(path) if m in modules and m != name}
-        for name, path in modules.items()
-    }
-
-
-def test_no_import_cycles_in_mlcourse():
-    graph = import_graph()
-    state: dict[str, str] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = "open"
-        for child in sorted(graph[name]):
-            if state.get(child) == "open":
-                raise AssertionError("import cycle: " + " -> ".join([*trail, name, child]))
-            if child not in state:
-                visit(child, [*trail, name])
-        state[name] = "done"
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [])
 
 
 def test_training_modules_import_only_lower_layers():
