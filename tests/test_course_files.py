@@ -130,3 +130,16 @@ def test_no_module_finds_course_files_relative_to_its_own_file():
     ]
     assert climbing == []
     assert ABOVE_THE_PACKAGE.search('ROOT = Path(__file__).resolve().parent.parent / "data"')
+
+
+def test_a_missing_example_config_points_at_the_shipped_one(monkeypatch, tmp_path):
+    from mlcourse.config_fields import ConfigError
+    from mlcourse.training.overrides import read_config_file
+
+    monkeypatch.chdir(tmp_path)
+    shipped = course_files.configs_dir() / "digits_mlp.yaml"
+    with pytest.raises(ConfigError, match=f"pass --config {re.escape(str(shipped))}"):
+        read_config_file("configs/digits_mlp.yaml")
+    with pytest.raises(ConfigError) as error:
+        read_config_file("configs/no_such_config.yaml")
+    assert "pass --config" not in str(error.value)

@@ -16,6 +16,7 @@ import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mlcourse.config_fields import ConfigError
@@ -25,6 +26,7 @@ from mlcourse.config_files import (
     load_config_file,
     parse_config_text,
 )
+from mlcourse.course_files import CourseFilesNotFound, configs_dir
 
 WHAT = "training config"
 
@@ -35,7 +37,22 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return load_config_file(path)
     except ConfigFileError as error:
-        raise ConfigError(error.problems, source=str(path), what=WHAT) from None
+        problems = error.problems + shipped_config_hint(Path(path))
+        raise ConfigError(problems, source=str(path), what=WHAT) from None
+
+
+def shipped_config_hint(path: Path) -> list[str]:
+    """Where the course's example config of that name is, when ``path`` does not exist
+    (run outside the checkout, or from a wheel, ``configs/...`` is elsewhere)."""
+    if path.exists():
+        return []
+    try:
+        shipped = configs_dir() / path.name
+    except CourseFilesNotFound:
+        return []
+    if not shipped.is_file():
+        return []
+    return [f"the course's example {path.name} is {shipped}: pass --config {shipped}"]
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
