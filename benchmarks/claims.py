@@ -119,13 +119,13 @@ def render(table: dict[str, Any]) -> str:
         "in for another CPU. A claim is a `test_*(results)` function in `tests/test_lesson_NN_*.py`;",
         "the rows under it are the values it read. ✓: the claim held on that run; ✗: it did not.",
         "",
-        f"Machine: {table.get('machine', '?')}.",
-        "",
     ]
     for stem, entry in sorted(table["lessons"].items()):
         labels = [f"seed{s}-{k}" for s in entry["seeds"] for k in KERNEL_SETS]
         header = [f"s{s} {KERNEL_LABELS[k]}" for s in entry["seeds"] for k in KERNEL_SETS]
-        lines += [f"## {stem}", "", f"Made {entry.get('date', '?')}, source {entry['hash']}.", ""]
+        machine = entry.get("machine", table.get("machine", "?"))
+        made = f"Made {entry.get('date', '?')} on {machine}, source {entry['hash']}."
+        lines += [f"## {stem}", "", made, ""]
         lines += ["| claim / value | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
         errors = [f"{label}: {entry['runs'][label]['error']}" for label in labels
                   if "error" in entry["runs"].get(label, {})]  # fmt: skip
@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table["machine"] = describe(kernel_fingerprint()).splitlines()[1].strip().removeprefix("CPU: ")
     for stem in stems:
-        table["lessons"][stem] = evaluate(stem, seeds) | {"date": dt.date.today().isoformat()}
+        table["lessons"][stem] = evaluate(stem, seeds) | {
+            "date": dt.date.today().isoformat(),
+            "machine": table["machine"],
+        }
     TABLE_JSON.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     TABLE_MD.write_text(render(table))
     print(render(table))
