@@ -62,9 +62,32 @@ class WorkerError(RuntimeError):
     """A worker failed, died or did not answer; the message holds its traceback or log."""
 
 
+START_METHODS = ("template", "spawn")
+
+
+def default_start_method() -> str:
+    """``"template"`` on Linux, ``"spawn"`` elsewhere (see :class:`WorkerGroup`).
+
+    Example:
+        >>> default_start_method() in START_METHODS
+        True
+    """
+    return "template" if sys.platform.startswith("linux") else "spawn"
+
+
 class WorkerGroup:
     """``world_size`` worker processes in one process group; :meth:`run` calls a function
     on every rank (or some) and returns the results, ordered by rank.
+
+    Two ways to start the workers (``start_method``):
+
+    - ``"template"`` (Linux): one fresh process imports torch, ``torch.distributed`` and
+      the compiler stack that DistributedDataParallel loads, forks the ranks from itself,
+      then replaces itself by a small process that waits for them. The ranks share the
+      pages of what was loaded instead of each holding its own copy
+      (``benchmarks/lesson_memory.py`` measures the total). Forking a process that has
+      imported torch but computed nothing, and holds no threads or GPU context, is safe.
+    - ``"spawn"`` (every platform): each rank is a fresh Python process of its own.
 
     Args:
         world_size: number of worker processes (ranks), at least 1.
@@ -72,6 +95,8 @@ class WorkerGroup:
         threads: torch threads per worker.
         timeout: seconds allowed for starting the group, and the default for each run.
             Collectives that wait longer than this for a partner fail on the workers.
+        start_method: ``"template"`` or ``"spawn"``; ``None`` picks
+            :func:`default_start_method`.
 
     Raises:
         WorkerError: a worker could not start (its log is in the message).
@@ -84,6 +109,7 @@ class WorkerGroup:
         backend: str = "gloo",
         threads: int = 1,
         timeout: float = DEFAULT_TIMEOUT_S,
+        start_method: str | None = None,
     ) -> None:
         from mlcourse.arguments import check_choice, check_float, check_int
 
@@ -91,13 +117,20 @@ class WorkerGroup:
         self.backend = check_choice("backend", backend, ("gloo", "nccl"))
         self.threads = check_int("threads", threads, min_value=1)
         self.timeout = check_float("timeout", timeout, min_value=0.0, min_inclusive=False)
+        method = default_start_method() if start_method is None else start_method
+        self.start_method = check_choice("start_method", method, START_METHODS)
+        if self.start_method == "template" and not hasattr(os, "fork"):
+            raise ValueError("start_method='template' needs os.fork; use 'spawn' here.")
         self._folder = Path(tempfile.mkdtemp(prefix="mlcourse-workers-"))
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._processes: list[subprocess.Popen[bytes]] = []  # one per rank, or the template
+        self._pids: list[int] = []  # the ranks' process ids, in rank order
         self._connections: list[Connection] = []
         self._closed = False
+        self._stopping = {"polite": True}  # False: workers may be stuck, do not wait for them
         self._finalizer = weakref.finalize(
-            self, _stop_processes, self._processes, self._connections, self._folder
-        )
+            self, _stop_workers, self._processes, self._pids, self._connections, self._folder,
+            self._stopping,
+        )  # fmt: skip
         try:
             self._start()
         except BaseException:
@@ -116,10 +149,16 @@ class WorkerGroup:
                 "backend": self.backend,
                 "threads": self.threads,
                 "timeout": self.timeout,
+                "logs": str(self._folder),
             }
-            for rank in range(self.world_size):
-                self._processes.append(self._launch(rank, bootstrap))
-            self._connections.extend(self._accept(listener))
+            if self.start_method == "spawn":
+                for rank in range(self.world_size):
+                    self._launch(["--worker", str(rank)], bootstrap, self.log_path(rank))
+            else:
+                self._launch(["--template"], bootstrap, self._folder / "template.log")
+            connections, pids = self._accept(listener)
+            self._connections.extend(connections)
+            self._pids.extend(pids)
         # rank 0 hosts the rendezvous store on a free port; the others join it there
         port = self._receive(0, "store", self.timeout)
         for connection in self._connections[1:]:
@@ -127,36 +166,36 @@ class WorkerGroup:
         for rank in range(self.world_size):
             self._receive(rank, "ready", self.timeout)
 
-    def _launch(self, rank: int, bootstrap: dict[str, Any]) -> subprocess.Popen[bytes]:
-        log = open(self.log_path(rank), "wb")  # noqa: SIM115 (the child owns it from here)
+    def _launch(self, arguments: list[str], bootstrap: dict[str, Any], log_path: Path) -> None:
+        log = open(log_path, "wb")  # noqa: SIM115 (the child owns it from here)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mlcourse.distributed"],
+                [sys.executable, "-m", "mlcourse.distributed", *arguments],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=os.getcwd(),
             )  # fmt: skip
         finally:
             log.close()
+        self._processes.append(process)
         assert process.stdin is not None
         # the authentication key goes through a pipe, never on a command line others can read
-        process.stdin.write(json.dumps({**bootstrap, "rank": rank}).encode() + b"\n")
+        process.stdin.write(json.dumps(bootstrap).encode() + b"\n")
         process.stdin.close()
-        return process
 
-    def _accept(self, listener: Listener) -> list[Connection]:
-        """Accept one connection per worker (each says its rank first), watching for
-        workers that die before they connect."""
+    def _accept(self, listener: Listener) -> tuple[list[Connection], list[int]]:
+        """Accept one connection per worker (each says its rank and process id first),
+        watching for workers that die before they connect."""
         import threading
 
-        accepted: dict[int, Connection] = {}
+        accepted: dict[int, tuple[Connection, int]] = {}
         failure: list[BaseException] = []
 
         def accept_all() -> None:
             try:
                 while len(accepted) < self.world_size:
                     connection = listener.accept()
-                    rank = connection.recv()
-                    accepted[rank] = connection
+                    rank, pid = connection.recv()
+                    accepted[rank] = (connection, pid)
             except BaseException as error:  # the listener was closed: a worker died
                 failure.append(error)
 
@@ -165,15 +204,16 @@ class WorkerGroup:
         deadline = time.monotonic() + self.timeout
         while thread.is_alive():
             thread.join(0.05)
-            dead = [r for r, p in enumerate(self._processes) if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
+            dead = [i for i, p in enumerate(self._processes) if p.poll() is not None]
+            if (dead and thread.is_alive()) or time.monotonic() > deadline:
                 listener.close()
                 thread.join(5)
-                what = f"worker {dead[0]} exited" if dead else "the workers did not connect"
-                raise WorkerError(self._explain(what, dead[0] if dead else 0))
+                what = "a worker exited" if dead else "the workers did not connect"
+                raise WorkerError(self._explain(f"{what} while starting", 0))
         if failure or len(accepted) < self.world_size:
             raise WorkerError(self._explain(f"the workers did not connect ({failure})", 0))
-        return [accepted[rank] for rank in range(self.world_size)]
+        ranks = range(self.world_size)
+        return [accepted[r][0] for r in ranks], [accepted[r][1] for r in ranks]
 
     # --- running ----------------------------------------------------------------------------
 
@@ -207,11 +247,34 @@ class WorkerGroup:
         payload = cloudpickle.dumps((fn, args, kwargs))
         for rank in chosen:
             self._connections[rank].send(("run", payload))
-        limit = self.timeout if timeout is None else timeout
-        results, errors = {}, {}
-        deadline = time.monotonic() + limit
+        name = getattr(fn, "__name__", repr(fn))
+        results, errors, waiting = self._collect(
+            chosen, self.timeout if timeout is None else timeout, name
+        )
+        if errors:
+            first = min(errors)
+            note = ""
+            if waiting:  # they wait for the failed rank in a collective: nothing will come
+                self._stopping["polite"] = False
+                self.close()
+                note = (
+                    f" Ranks {sorted(waiting)} were still waiting (for the failed rank, in a "
+                    "collective), so the group was closed; start a new one."
+                )
+            raise WorkerError(f"{name!r} failed on rank {first}:{note}\n{errors[first]}")
+        return [cloudpickle.loads(results[rank]) for rank in chosen]
+
+    def _collect(
+        self, chosen: list[int], limit: float, name: str
+    ) -> tuple[dict[int, Any], dict[int, str], set[int]]:
+        """Wait for the answers of ``chosen``; after a failure, give the others 5 seconds."""
+        results: dict[int, Any] = {}
+        errors: dict[int, str] = {}
         waiting = set(chosen)
+        deadline = time.monotonic() + limit
         while waiting:
+            if errors:
+                deadline = min(deadline, time.monotonic() + 5.0)
             for rank in sorted(waiting):
                 try:
                     kind, value = self._poll(rank, 0.01)
@@ -219,46 +282,34 @@ class WorkerGroup:
                     continue
                 waiting.discard(rank)
                 if kind == "ok":
-                    results[rank] = cloudpickle.loads(value)
+                    results[rank] = value
                 else:
                     errors[rank] = value
-            if errors and waiting:  # the others may wait for the failed rank forever
-                grace = time.monotonic() + 5.0
-                while waiting and time.monotonic() < grace:
-                    for rank in sorted(waiting):
-                        with contextlib.suppress(TimeoutError):
-                            kind, value = self._poll(rank, 0.01)
-                            waiting.discard(rank)
-                            if kind != "ok":
-                                errors[rank] = value
-                break
             if waiting and time.monotonic() > deadline:
+                if errors:
+                    break
+                self._stopping["polite"] = False
                 self.close()
                 raise WorkerError(
-                    f"{getattr(fn, '__name__', fn)!r} did not finish within {limit:g} s on "
-                    f"rank(s) {sorted(waiting)}; the group was closed. Start a new one."
+                    f"{name!r} did not finish within {limit:g} s on rank(s) {sorted(waiting)}; "
+                    "the group was closed. Start a new one."
                 )
-        if errors:
-            stuck = sorted(waiting)
-            if stuck:
-                self.close()
-            first = min(errors)
-            note = (
-                f" Ranks {stuck} were still waiting (for the failed rank, in a collective), "
-                "so the group was closed; start a new one."
-                if stuck
-                else ""
-            )
-            raise WorkerError(
-                f"{getattr(fn, '__name__', fn)!r} failed on rank {first}:{note}\n{errors[first]}"
-            )
-        return [results[rank] for rank in chosen]
+        return results, errors, waiting
+
+    def _alive(self, rank: int) -> bool:
+        if self.start_method == "spawn":
+            return self._processes[rank].poll() is None
+        try:  # a rank forked by the template, which reaps it as soon as it ends
+            os.kill(self._pids[rank], 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _poll(self, rank: int, wait: float) -> tuple[str, Any]:
         """The next message of ``rank``; TimeoutError if none within ``wait`` seconds."""
         connection = self._connections[rank]
         if not connection.poll(wait):
-            if self._processes[rank].poll() is not None:
+            if not self._alive(rank):
                 self.close()
                 raise WorkerError(self._explain(f"worker {rank} died", rank))
             raise TimeoutError
@@ -292,10 +343,12 @@ class WorkerGroup:
         return self._folder / f"worker-{rank}.log"
 
     def _explain(self, what: str, rank: int) -> str:
-        path = self.log_path(rank)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        tail = "\n".join(text.splitlines()[-_LOG_LINES:]) or "(its log is empty)"
-        return f"{what}. Last lines of its log:\n{tail}"
+        texts = []
+        for path in (self._folder / "template.log", self.log_path(rank)):
+            if path.exists() and path.stat().st_size:
+                lines = path.read_text(errors="replace").splitlines()[-_LOG_LINES:]
+                texts.append(f"--- {path.name} ---\n" + "\n".join(lines))
+        return f"{what}. Last lines of its log:\n" + ("\n".join(texts) or "(the logs are empty)")
 
     @property
     def closed(self) -> bool:
@@ -317,19 +370,32 @@ class WorkerGroup:
         return f"WorkerGroup(world_size={self.world_size}, backend={self.backend!r}, {state})"
 
 
-def _stop_processes(
-    processes: list[subprocess.Popen[bytes]], connections: list[Connection], folder: Path
+def _stop_workers(
+    processes: list[subprocess.Popen[bytes]],
+    pids: list[int],
+    connections: list[Connection],
+    folder: Path,
+    stopping: dict[str, bool],
 ) -> None:
-    """Ask every worker to stop, wait briefly, then terminate (and kill) those left."""
+    """Ask every worker to stop, wait briefly (unless they may be stuck), then terminate
+    (and kill) what is left."""
     import shutil
+    import signal
 
     for connection in connections:
         with contextlib.suppress(OSError, ValueError):
             connection.send(("stop", None))
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + (5.0 if stopping["polite"] else 0.0)
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for pid in pids:  # ranks forked by a template are not our children: stop them by id
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
     for process in processes:
         if process.poll() is None:
             process.terminate()
@@ -346,12 +412,59 @@ def _stop_processes(
 # --- the worker side ------------------------------------------------------------------------
 
 
-def _worker_main() -> int:
+def _template_main(bootstrap: dict[str, Any]) -> int:
+    """Import what every rank needs once, then fork the ranks; exit when they have, with
+    the first failure's status."""
+    import gc
+
+    import torch
+    import torch._dynamo  # noqa: F401 (DistributedDataParallel loads it; shared after the fork)
+    import torch.distributed  # noqa: F401
+
+    del torch
+    gc.freeze()  # the garbage collector leaves what is loaded now alone: fewer pages copied
+    sys.stdout.flush()
+    for rank in range(bootstrap["world_size"]):
+        pid = os.fork()
+        if pid == 0:  # the rank
+            log = os.open(Path(bootstrap["logs"]) / f"worker-{rank}.log",
+                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # fmt: skip
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
+            code = 1
+            try:
+                code = _worker_main(bootstrap, rank)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+    # Become a small process that only waits for the ranks: this process's own copy of
+    # the pages the ranks have since written to (Python's reference counts) is freed.
+    os.execv(sys.executable, [sys.executable, "-S", "-c", _WAITER])
+    return 1  # not reached
+
+
+# Waits for the ranks forked before exec (they stay its children); ends with status 1 as
+# soon as one of them fails, so that the kernel's WorkerGroup sees it and stops the others.
+_WAITER = """
+import os, sys
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        sys.exit(0)
+    if os.waitstatus_to_exitcode(status):
+        print(f"a rank (process {pid}) exited with status {os.waitstatus_to_exitcode(status)}")
+        sys.exit(1)
+"""
+
+
+def _worker_main(bootstrap: dict[str, Any], rank: int) -> int:
     """One worker: connect to the kernel, join the process group, run what it sends."""
-    bootstrap = json.loads(sys.stdin.readline())
-    rank, world_size = bootstrap["rank"], bootstrap["world_size"]
+    world_size = bootstrap["world_size"]
     connection = Client(tuple(bootstrap["address"]), authkey=bytes.fromhex(bootstrap["authkey"]))
-    connection.send(rank)
+    connection.send((rank, os.getpid()))
     try:
         import cloudpickle
         import torch
@@ -364,7 +477,7 @@ def _worker_main() -> int:
                                   wait_for_workers=False)  # fmt: skip
             connection.send(("store", store.port))
         else:
-            kind, port = connection.recv()
+            _, port = connection.recv()
             store = dist.TCPStore(LOOPBACK, port, world_size, is_master=False, timeout=timeout)
         dist.init_process_group(
             bootstrap["backend"], store=store, rank=rank, world_size=world_size, timeout=timeout
@@ -389,6 +502,18 @@ def _worker_main() -> int:
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m mlcourse.distributed --worker RANK | --template`` (started by
+    :class:`WorkerGroup`, which sends the bootstrap on stdin)."""
+    bootstrap = json.loads(sys.stdin.readline())
+    if argv[:1] == ["--template"]:
+        return _template_main(bootstrap)
+    if argv[:1] == ["--worker"] and len(argv) == 2:
+        return _worker_main(bootstrap, int(argv[1]))
+    print("usage: python -m mlcourse.distributed --worker RANK | --template", file=sys.stderr)
+    return 2
 
 
 # --- the floating-point bound of a sum computed in another order -----------------------------
@@ -466,4 +591,4 @@ def softmax_regression_gradient_bound(
 
 
 if __name__ == "__main__":
-    raise SystemExit(_worker_main())
+    raise SystemExit(_main(sys.argv[1:]))
