@@ -143,7 +143,10 @@ def test_adapter_artifact_reproduces_the_adapted_model(results):
 
 
 def test_int8_storage_is_within_half_a_step_in_a_quarter_of_the_memory(results):
-    assert results["int8_worst_half_step_fraction"] <= 1 + 1e-5
+    # half a step, plus the float32 rounding of w / s and of q * s (each at most 2^-24 of a
+    # value up to 127 s, measured in half steps s / 2): 2 * 254 * 2^-24 ~ 3.0e-5. Seed 1 with
+    # the portable kernels reached 1 + 1.1e-5.
+    assert results["int8_worst_half_step_fraction"] <= 1 + 2 * 254 * 2**-24
     weights = sum(d_in * d_out for d_in, d_out in LAYERS)
     rows = sum(d_out for _, d_out in LAYERS)
     # one byte per weight, a float32 scale and a float32 bias per output row
