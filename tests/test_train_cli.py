@@ -118,8 +118,13 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert not (victim_dir / "summary.json").exists(), "the killed run must not have finished"
     assert latest_checkpoint(victim_dir, load=False).metadata["metrics"]["step"] == 40
 
-    assert main(["--config", str(config), "--runs-dir", str(runs), "--run-name", "victim",
-                 "--resume", "--quiet"]) == EXIT_OK  # fmt: skip
+    # resumed in a fresh command too, so that all three runs compute with the same pins
+    # (this test process may run other kernels: ATEN_CPU_CAPABILITY=default, say)
+    resume = subprocess.run(
+        [sys.executable, "-m", "mlcourse.train", *arguments, "--run-name", "victim", "--resume",
+         "--quiet"], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == EXIT_OK, resume.stdout + resume.stderr
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
 
