@@ -320,12 +320,7 @@ def hub(python: Path, args: list[str]) -> int:
     itself, which then stops the proxy, the culler and every server before it exits.
     """
     ensure_http_proxy()
-    command = hub_command(python, args)
-    print("+", " ".join(command), flush=True)
-    if os.name == "posix":
-        os.chdir(ROOT)
-        os.execv(command[0], command)
-    return subprocess.call(command, cwd=ROOT)
+    return run_in_place(hub_command(python, args))
 
 
 def lab_command(python: str | os.PathLike[str], extra_args: list[str]) -> list[str]:
@@ -347,7 +342,13 @@ def lab(python: Path, args: list[str]) -> int:
     On Linux and macOS it replaces this process, so Ctrl+C and ``docker stop`` reach the
     server itself and it shuts its kernels down cleanly.
     """
-    command = lab_command(python, args)
+    return run_in_place(lab_command(python, args))
+
+
+def run_in_place(command: list[str]) -> int:
+    """Print ``command`` and run it from the repository root: on Linux and macOS it
+    replaces this process (signals reach the server itself), elsewhere it runs as a child
+    and its exit status is returned."""
     print("+", " ".join(command), flush=True)
     if os.name == "posix":
         os.chdir(ROOT)

@@ -381,8 +381,7 @@ def _before(parts: Sequence[str], numbers: Sequence[str], index: int) -> str:
 
 def _context(parts: Sequence[str], numbers: Sequence[str], index: int) -> str:
     """The committed line holding number ``index``, for an error message."""
-    before = "".join(p + n for p, n in zip(parts[: index + 1], numbers[: index + 1], strict=True))
     after = "".join(
         p + n for p, n in zip(parts[index + 1 :], [*numbers[index + 1 :], ""], strict=True)
     )
-    return (before[before.rfind("\n") + 1 :] + after.split("\n", 1)[0]).strip()
+    return (_before(parts, numbers, index) + numbers[index] + after.split("\n", 1)[0]).strip()
