@@ -9,10 +9,9 @@ Example:
 from __future__ import annotations
 
 import grp
-import secrets
 import subprocess
 
-from classroom_hub.accounts import user_exists  # deploy/jupyterhub is on sys.path
+from classroom_hub.accounts import create_user, user_exists  # deploy/jupyterhub is on sys.path
 
 
 def user_names(tag: str) -> dict[str, object]:
@@ -25,17 +24,7 @@ def create_users(names: list[str]) -> dict[str, str]:
     existing = [n for n in names if user_exists(n)]
     if existing:
         raise RuntimeError(f"test users {existing} exist already; remove them first")
-    passwords = {}
-    for name in names:
-        subprocess.run(
-            ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name],
-            check=True,
-            capture_output=True,
-        )
-        passwords[name] = secrets.token_urlsafe(12)
-    lines = "".join(f"{name}:{password}\n" for name, password in passwords.items())
-    subprocess.run(["chpasswd"], input=lines, text=True, check=True, capture_output=True)
-    return passwords
+    return {name: create_user(name) for name in names}  # what `course.py hub --create-users` does
 
 
 def remove_users(names: list[str]) -> None:
