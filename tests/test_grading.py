@@ -99,11 +99,8 @@ EXPECTED = {
     "solution-reader": ("graded", 2, ""),
     "check-patcher": ("graded", 2, ""),  # patches the checks, answers ex2 with 0
     "daemon": ("graded", 5, ""),
-    "fork-bomb": (
-        "graded",
-        3,
-        "ex1_add: a cell ran past 5 s and the kernel could not be interrupted",
-    ),
+    # stopped at the process limit and the time limit; interrupted or restarted, by timing
+    "fork-bomb": ("graded", 3, "ran past"),
     "memory-hog": ("graded", 5, ""),  # its allocation fails; add() was defined before it
     "loud": ("graded", 5, "ex1_add: output cut in the feedback"),
     "network": ("graded", 5, ""),

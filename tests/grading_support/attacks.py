@@ -122,9 +122,11 @@ subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
 '''
 )
 
+# Fork without end. It would define add() only after its loop, so exercise 1 earns nothing
+# whether the grader interrupts the cell (the kernel lives on) or restarts the kernel: with
+# add() defined first, the score depended on which of the two happened in time.
 FORK_BOMB = (
-    ADD
-    + """
+    """
 import os
 while True:
     try:
@@ -132,6 +134,7 @@ while True:
     except OSError:
         pass
 """
+    + ADD
 )
 
 MEMORY_HOG = (
