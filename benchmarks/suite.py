@@ -3,9 +3,10 @@
     python benchmarks/suite.py            # the suite as `course.py test` runs it (set up first)
     python benchmarks/suite.py -k lesson  # any pytest arguments
 
-Runs pytest once and prints a table: the lesson runs executed before the tests (every lesson
-with each kernel set), then the tests, file by file, slowest first, and the total wall time.
-The suite's budget is 8 minutes on 2 cores, set-up excluded.
+Runs pytest once, as `course.py test` does (two xdist workers, see tests/conftest.py), and
+prints a table: each group of tests (a test module, or every module that reads lesson runs,
+with the lesson runs they wait for), the worker that ran it and when, and the wall time of
+the whole suite. The suite's budget is 8 minutes on 2 cores, set-up excluded.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,30 +27,48 @@ BUDGET_S = 8 * 60
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     with tempfile.TemporaryDirectory() as tmp:
-        junit, times = Path(tmp) / "junit.xml", Path(tmp) / "times.json"
+        times = Path(tmp) / "times.json"
         env = {**os.environ, "MLCOURSE_SUITE_TIMES": str(times)}
-        start = time.perf_counter()
+        start = time.time()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *args],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
-        wall = time.perf_counter() - start
-        per_file: dict[str, float] = defaultdict(float)
-        for case in ET.parse(junit).iter("testcase"):
-            per_file[case.get("classname", "?").split(".")[-1]] += float(case.get("time", 0))
-        prefetch = json.loads(times.read_text()) if times.exists() else {"runs": 0, "seconds": 0}
-    rows = [(f"lesson runs before the tests ({prefetch['runs']} runs)", prefetch["seconds"])]
-    rows += sorted(per_file.items(), key=lambda item: -item[1])
-    rest = wall - sum(seconds for _, seconds in rows)
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+            cwd=ROOT,
+            env=env,
+        )
+        wall = time.time() - start
+        figures = json.loads(times.read_text()) if times.exists() else {}
     print(
         f"\nTest suite on {platform.machine()}, {os.cpu_count()} cores (exit status {done.returncode})\n"
     )
-    print("| part | seconds |\n|---|---:|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.0f} |")
-    print(f"| collection, start-up and teardown | {rest:.0f} |")
-    print(f"| **total** | **{wall:.0f}** (budget {BUDGET_S}) |")
+    print(table(figures, start, wall))
     return done.returncode
+
+
+def table(figures: dict, start: float, wall: float) -> str:
+    """The markdown table: each group of tests with its worker and when it ran.
+
+    >>> print(table({"lesson_runs": {"runs": 2, "seconds": 30.0},
+    ...              "groups": {"lesson-runs": [100.0, 140.0, "gw0"]}}, 99.0, 45.0))
+    | group of tests | worker | from (s) | to (s) | seconds |
+    |---|---|---:|---:|---:|
+    | lesson-runs (2 lesson runs in 30 s) | gw0 | 1 | 41 | 40 |
+    | **whole suite** (budget 480 s) | | 0 | 45 | **45** |
+    """
+    runs = figures.get("lesson_runs", {"runs": 0, "seconds": 0})
+    groups = sorted(figures.get("groups", {}).items(), key=lambda item: item[1][0])
+    lines = [
+        "| group of tests | worker | from (s) | to (s) | seconds |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, (first, last, *worker) in groups:
+        if name == "lesson-runs" and runs["runs"]:
+            name += f" ({runs['runs']} lesson runs in {runs['seconds']:.0f} s)"
+        where = worker[0] if worker else "-"
+        lines.append(
+            f"| {name} | {where} | {first - start:.0f} | {last - start:.0f} | {last - first:.0f} |"
+        )
+    lines.append(f"| **whole suite** (budget {BUDGET_S} s) | | 0 | {wall:.0f} | **{wall:.0f}** |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ comparison (``test_lesson_outputs.py``) and the claims (``test_lesson_NN_*.py``)
 same runs. Test modules import from here (``from lesson_runs import KERNEL_SETS``); the
 ``lesson_run`` fixture in conftest.py hands out :func:`run_lesson`.
 
-Before the tests start, conftest.py calls :func:`prefetch` with every run the selected
-tests need: two kernels at a time on two cores (the lessons pin torch to one thread), and
-the profiling lesson alone, since it measures speed.
+When a test first asks for a run, conftest.py calls :func:`prefetch` with every run the
+selected tests need: two kernels at a time on two cores (the lessons pin torch to one
+thread), and the profiling lesson after the others, one run at a time, since it measures
+speed. (The other xdist worker goes on with its tests meanwhile: lesson 05's claims hold
+with another lesson running beside it, as measured on seeds 0-4 with both kernel sets.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mlcourse.notebooks import NOTEBOOK_DIR, execute_lesson
 from mlcourse.results import read_results
 
 KERNEL_SETS = tuple(_KERNEL_SETS)  # ("pinned", "portable")
-# Lessons that measure time run with nothing else beside them.
+# Lessons that measure time run with no other lesson run beside them.
 RUN_ALONE = ("05_profiling",)
 PARALLEL_RUNS = 2
 
