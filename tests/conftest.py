@@ -13,10 +13,11 @@ import json
 import os
 import time
 from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
 
-from lesson_runs import KERNEL_SETS, prefetch, run_key, run_lesson
+from lesson_runs import KERNEL_SETS, RUN_ALONE, prefetch, run_key, run_lesson
 
 # benchmarks/suite.py sets this to learn where the time went.
 TIMES_ENV = "MLCOURSE_SUITE_TIMES"
@@ -33,6 +34,8 @@ LONGEST_FIRST = (
     "test_training_distributed.py",
     "test_train_cli.py",
 )
+# How long a worker waits for the timed lesson runs (lesson 05's take about 30 s).
+QUIET_WAIT_S = 300
 _NEEDED: set = set()  # the lesson runs the selected tests ask for
 # What benchmarks/suite.py prints: the lesson runs, and when each group's tests ran
 # (``{group: [first start, last end, worker]}``, Unix times).
@@ -40,21 +43,52 @@ _TIMES: dict = {"lesson_runs": {"runs": 0, "seconds": 0.0}, "groups": {}}
 
 
 @pytest.fixture(scope="session")
-def lesson_run():
+def lesson_run(request):
     """``lesson_run("01_gradient_descent", "portable")`` -> executed lesson and its results.
 
-    The first call executes every run the selected tests need (two at a time), so that
-    later calls only read them.
+    The first call executes every run the selected tests need, so that later calls only
+    read them: first the lessons that measure time, one at a time, while the other workers
+    wait (:func:`wait_for_quiet_runs`), then the rest, two at a time.
     """
 
     def run(stem: str, kernels: str = "pinned", **parameters):
         if _NEEDED and not _TIMES["lesson_runs"]["runs"]:
             start = time.perf_counter()
+            try:
+                prefetch(quiet_runs())  # one at a time, alone
+            finally:
+                if (marker := quiet_marker(request.config)) is not None:
+                    marker.touch()  # the other workers may go on
             prefetch(_NEEDED)
             _TIMES["lesson_runs"] = {"runs": len(_NEEDED), "seconds": time.perf_counter() - start}
         return run_lesson(stem, kernels, **parameters)
 
     return run
+
+
+def quiet_runs() -> set:
+    """The runs of lessons that measure time (``RUN_ALONE``) among those the tests need."""
+    return {key for key in _NEEDED if key[0] in RUN_ALONE}
+
+
+def quiet_marker(config: pytest.Config) -> Path | None:
+    """The file that tells xdist's workers that the timed lesson runs are over: in the
+    temporary folder the workers' own folders share (None without workers)."""
+    if not hasattr(config, "workerinput") or not config.option.basetemp:
+        return None
+    return Path(config.option.basetemp).parent / "timed-lesson-runs-done"
+
+
+def wait_for_quiet_runs(config: pytest.Config) -> None:
+    """In a worker without the lesson runs: wait until the timed runs are over, so that
+    they run with nothing beside them (at most ``QUIET_WAIT_S``; then go on regardless)."""
+    marker = quiet_marker(config)
+    if marker is None or not quiet_runs() or _TIMES.get("waited") is not None:
+        return
+    start = time.monotonic()
+    while not marker.exists() and time.monotonic() - start < QUIET_WAIT_S:
+        time.sleep(0.2)
+    _TIMES["waited"] = time.monotonic() - start
 
 
 @pytest.fixture(scope="module", params=KERNEL_SETS)
@@ -86,9 +120,8 @@ def group_of(module: str) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Note the lesson runs the selected tests need; in an xdist worker, put the longest
-    groups first (the workers hand their order to the scheduler below)."""
-    _NEEDED.update(key for key in map(run_key_of, items) if key)
+    """In an xdist worker, put the longest groups first (the workers hand their order to
+    the scheduler below); refuse a module that reads lesson runs outside their group."""
     strays = sorted(
         {i.path.name for i in items if reads_lesson_runs(i)}
         - {i.path.name for i in items if group_of(i.path.name) == LESSON_RUNS_GROUP}
@@ -102,6 +135,11 @@ def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):
         rank = {group: index for index, group in enumerate(LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(group_of(item.path.name), len(rank)))  # stable
+
+
+def pytest_collection_finish(session):
+    """Note the lesson runs the selected tests need (after any deselection)."""
+    _NEEDED.update(key for key in map(run_key_of, session.items) if key)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -123,7 +161,10 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item):
-    """Note when each group's tests ran, in this process (for benchmarks/suite.py)."""
+    """Note when each group's tests ran, in this process (for benchmarks/suite.py); a
+    worker without the lesson runs first waits for the timed ones to be over."""
+    if group_of(item.path.name) != LESSON_RUNS_GROUP:
+        wait_for_quiet_runs(item.config)
     start = time.time()
     try:
         return (yield)
@@ -157,6 +198,8 @@ class _WorkerFigures:
     def pytest_testnodedown(self, node, error):
         figures = json.loads(getattr(node, "workeroutput", {}).get("mlcourse_times", "{}"))
         _TIMES["groups"].update(figures.get("groups", {}))
+        if figures.get("waited"):
+            _TIMES.setdefault("waits", {})[node.gateway.id] = figures["waited"]
         if figures.get("lesson_runs", {}).get("runs"):
             _TIMES["lesson_runs"] = figures["lesson_runs"]
 

@@ -7,10 +7,9 @@ same runs. Test modules import from here (``from lesson_runs import KERNEL_SETS`
 ``lesson_run`` fixture in conftest.py hands out :func:`run_lesson`.
 
 When a test first asks for a run, conftest.py calls :func:`prefetch` with every run the
-selected tests need: two kernels at a time on two cores (the lessons pin torch to one
-thread), and the profiling lesson after the others, one run at a time, since it measures
-speed. (The other xdist worker goes on with its tests meanwhile: lesson 05's claims hold
-with another lesson running beside it, as measured on seeds 0-4 with both kernel sets.)
+selected tests need: the profiling lesson first, one run at a time and with nothing else
+running (it measures speed; the other xdist worker waits, see conftest.py), then the others
+two kernels at a time on two cores (the lessons pin torch to one thread).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from mlcourse.notebooks import NOTEBOOK_DIR, execute_lesson
 from mlcourse.results import read_results
 
 KERNEL_SETS = tuple(_KERNEL_SETS)  # ("pinned", "portable")
-# Lessons that measure time run with no other lesson run beside them.
+# Lessons that measure time: they run first, with nothing beside them.
 RUN_ALONE = ("05_profiling",)
 PARALLEL_RUNS = 2
 
@@ -77,11 +76,11 @@ def run_lesson(stem: str, kernels: str = "pinned", **parameters: Any) -> Execute
 
 def prefetch(keys: Iterable[RunKey], parallel: int = PARALLEL_RUNS) -> None:
     """Execute every run in ``keys`` not cached yet, ``parallel`` at a time, except the
-    lessons in :data:`RUN_ALONE`, which run one at a time after the others."""
+    lessons in :data:`RUN_ALONE`, which run first, one at a time."""
     todo = sorted({k for k in keys if k not in _CACHE})
     shared = [k for k in todo if k[0] not in RUN_ALONE]
     alone = [k for k in todo if k[0] in RUN_ALONE]
-    for batch, workers in ((shared, parallel), (alone, 1)):
+    for batch, workers in ((alone, 1), (shared, parallel)):
         if not batch:
             continue
         if workers == 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,37 @@ def test_suite_table_examples():
     module = load(ROOT / "benchmarks" / "suite.py", "suite")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted and not result.failed
+
+
+class WorkerConfig:
+    """A worker's configuration, as far as the timed-runs handshake reads it."""
+
+    def __init__(self, basetemp: Path | None) -> None:
+        self.workerinput = {"workerid": "gw1"}
+        self.option = type("Option", (), {"basetemp": str(basetemp) if basetemp else None})()
+
+
+def test_the_other_worker_waits_for_the_timed_lesson_runs(tmp_path, monkeypatch):
+    conftest = load(ROOT / "tests" / "conftest.py", "suite_conftest_handshake")
+    config = WorkerConfig(tmp_path / "gw1")
+    marker = conftest.quiet_marker(config)
+    assert marker == tmp_path / "timed-lesson-runs-done"  # shared by the workers' folders
+    conftest._NEEDED.add(("05_profiling", "pinned", ()))
+    threading.Timer(0.5, marker.touch).start()
+    conftest.wait_for_quiet_runs(config)
+    assert 0.4 < conftest._TIMES["waited"] < 5
+    # Only once per worker: the next test does not wait again.
+    marker.unlink()
+    started = time.monotonic()
+    conftest.wait_for_quiet_runs(config)
+    assert time.monotonic() - started < 0.1
+
+
+def test_nobody_waits_without_timed_runs_or_without_workers(tmp_path, monkeypatch):
+    conftest = load(ROOT / "tests" / "conftest.py", "suite_conftest_no_wait")
+    monkeypatch.setattr(conftest, "QUIET_WAIT_S", 30)
+    conftest._NEEDED.add(("01_gradient_descent", "pinned", ()))  # no timed lesson needed
+    started = time.monotonic()
+    conftest.wait_for_quiet_runs(WorkerConfig(tmp_path / "gw1"))
+    assert conftest.quiet_marker(FakeConfig(worker=False)) is None
+    assert time.monotonic() - started < 0.1
