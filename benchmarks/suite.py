@@ -68,7 +68,8 @@ def table(figures: dict, start: float, wall: float) -> str:
             f"| {name} | {where} | {first - start:.0f} | {last - start:.0f} | {last - first:.0f} |"
         )
     for worker, seconds in sorted(figures.get("waits", {}).items()):
-        lines.append(f"| (waiting for the timed lesson runs) | {worker} | | | {seconds:.0f} |")
+        if seconds >= 0.5:
+            lines.append(f"| (waiting for the timed lesson runs) | {worker} | | | {seconds:.0f} |")
     lines.append(f"| **whole suite** (budget {BUDGET_S} s) | | 0 | {wall:.0f} | **{wall:.0f}** |")
     return "\n".join(lines)
 
