@@ -122,10 +122,10 @@ def group_of(module: str) -> str:
 def pytest_collection_modifyitems(config, items):
     """In an xdist worker, put the longest groups first (the workers hand their order to
     the scheduler below); refuse a module that reads lesson runs outside their group."""
-    strays = sorted(
-        {i.path.name for i in items if reads_lesson_runs(i)}
-        - {i.path.name for i in items if group_of(i.path.name) == LESSON_RUNS_GROUP}
-    )
+    strays = sorted({
+        i.path.name for i in items
+        if reads_lesson_runs(i) and group_of(i.path.name) != LESSON_RUNS_GROUP
+    })  # fmt: skip
     if strays:
         raise pytest.UsageError(
             f"{', '.join(strays)} read lesson runs but are not in LESSON_RUN_MODULES "
@@ -186,22 +186,15 @@ def pytest_sessionfinish(session):
             json.dump(_TIMES, file)
 
 
-def pytest_configure(config):
-    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_WorkerFigures(), "mlcourse-worker-figures")
-
-
-class _WorkerFigures:
-    """In the xdist controller: gathers the figures of each worker as it ends."""
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node, error):
-        figures = json.loads(getattr(node, "workeroutput", {}).get("mlcourse_times", "{}"))
-        _TIMES["groups"].update(figures.get("groups", {}))
-        if figures.get("waited"):
-            _TIMES.setdefault("waits", {})[node.gateway.id] = figures["waited"]
-        if figures.get("lesson_runs", {}).get("runs"):
-            _TIMES["lesson_runs"] = figures["lesson_runs"]
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """In the xdist controller: gather a worker's figures as it ends."""
+    figures = json.loads(getattr(node, "workeroutput", {}).get("mlcourse_times", "{}"))
+    _TIMES["groups"].update(figures.get("groups", {}))
+    if figures.get("waited"):
+        _TIMES.setdefault("waits", {})[node.gateway.id] = figures["waited"]
+    if figures.get("lesson_runs", {}).get("runs"):
+        _TIMES["lesson_runs"] = figures["lesson_runs"]
 
 
 def pytest_terminal_summary(terminalreporter):
